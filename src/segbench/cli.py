@@ -1,0 +1,224 @@
+"""The ``segbench`` command. ``segbench run`` starts the whole workflow; the other subcommands are the
+workflow's steps, each runnable alone (the Snakemake rules call them).
+
+    segbench run experiment=camvid_quick [Hydra overrides ...] [--cores N] [--dry-run]
+    segbench config experiment=camvid_quick ...      print the composed, validated config
+    segbench models                                  list the model configs (library, name, parameters)
+    segbench convert | validate | split | train | evaluate | aggregate | report   (workflow steps)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+__all__ = ["main"]
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from . import config, paths
+    from .io import write_if_changed
+
+    cfg = config.compose(args.overrides)
+    workdir = Path(args.workdir).resolve()
+    cfg_path = workdir / "results" / cfg["name"] / "config.yaml"
+    write_if_changed(cfg_path, "# composed by segbench from config/ with overrides: "
+                     + json.dumps(args.overrides) + "\n" + yaml.safe_dump(cfg, sort_keys=False))
+    root = paths.project_root()
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(paths.snakefile()), "--directory", str(workdir),
+           "--profile", str(root / "workflow" / "profiles" / args.profile), "--configfile", str(cfg_path)]
+    if args.cores:
+        cmd += ["--cores", str(args.cores)]
+    if args.dry_run:
+        cmd += ["--dry-run"]
+    cmd += args.snakemake_args
+    print("segbench: " + " ".join(cmd), file=sys.stderr, flush=True)
+    # the rules call `segbench`: make this interpreter's scripts folder (the venv's bin/) visible to them
+    env = dict(os.environ, SEGBENCH_ROOT=str(root))
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    rc = subprocess.call(cmd, env=env)
+    report = workdir / "results" / cfg["name"] / "report" / "index.html"
+    if rc == 0 and not args.dry_run and report.is_file():
+        print(f"segbench: report at {report}", file=sys.stderr)
+    return rc
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from . import config
+
+    print(yaml.safe_dump(config.compose(args.overrides), sort_keys=False), end="")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from . import config
+    from .models import count_parameters, create_model
+
+    for name in config.available("model"):
+        cfg = yaml.safe_load((config.paths.config_dir() / "model" / f"{name}.yaml").read_text())
+        try:
+            n = count_parameters(create_model(num_classes=args.num_classes, **cfg))
+            print(f"{cfg['library']:<12} {name:<24} {n / 1e6:7.2f}M parameters ({args.num_classes} classes)")
+        except Exception as err:  # one broken config must not hide the others
+            print(f"{cfg.get('library', '?'):<12} {name:<24} unavailable: {err}")
+    return 0
+
+
+def _cmd_convert(args):
+    from .config import load_json
+    from .data.convert import convert
+
+    meta = convert(load_json(args.config), args.out)
+    print(f"converted {meta['num_images']} images to {args.out}")
+    return 0
+
+
+def _cmd_validate(args):
+    from .data.validate import validate_dataset
+
+    rep = validate_dataset(args.dataset, args.report)
+    print(f"{rep['num_images']} images valid; classes never present: {rep['absent_classes'] or 'none'}")
+    return 0
+
+
+def _cmd_split(args):
+    from .config import load_json
+    from .data.splits import make_splits
+
+    s = make_splits(args.dataset, load_json(args.config), args.out)
+    print(f"{s['strategy']}: test {len(s['test'])}, folds " + ", ".join(f"{len(f['train'])}/{len(f['val'])}" for f in s["folds"]))
+    return 0
+
+
+def _cmd_train(args):
+    from .config import load_json
+    from .train import train_model
+
+    model_cfg = load_json(args.model)
+    info = train_model(args.dataset, args.splits, args.fold, model_cfg, load_json(args.train), load_json(args.augment),
+                       args.out, threads=args.threads)
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def _cmd_evaluate(args):
+    from .config import load_json
+    from .evaluate import evaluate_model
+
+    m = evaluate_model(args.checkpoint, args.dataset, args.splits, load_json(args.config), args.out, threads=args.threads)
+    print(f"{m['model']} fold {m['fold']}: mIoU {m['mIoU']:.4f} mDice {m['mDice']:.4f} aAcc {m['aAcc']:.4f} "
+          f"({m['num_images']} images, {m['time_ms_median']:.0f} ms/image)")
+    return 0
+
+
+def _cmd_aggregate(args):
+    from .aggregate import aggregate
+    from .config import load_json
+
+    models = {Path(p).stem: load_json(p) for p in args.model_configs}
+    s = aggregate(args.experiment, models, args.folds, args.dataset_dir)
+    for r in s["models"]:
+        print(f"{r['rank']}. {r['model']:<24} {r['library']:<12} mIoU {r['mIoU']:.4f}")
+    print(f"   majority-class baseline     mIoU {s['baseline']['mIoU']:.4f}")
+    return 0
+
+
+def _cmd_report(args):
+    from .config import load_json
+    from .report import render_report
+
+    render_report(args.experiment, args.dataset_dir, load_json(args.config), args.out)
+    print(f"report written to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="segbench", description="Compare semantic-segmentation models fairly on your data.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run the whole workflow (Snakemake) for an experiment")
+    r.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=camvid_quick train.epochs=3")
+    r.add_argument("--workdir", default=".", help="where data/ and results/ go (default: current folder)")
+    r.add_argument("--cores", type=int, default=None, help="CPU cores for Snakemake (default: the profile's)")
+    r.add_argument("--profile", default="default", help="profile in workflow/profiles/ (default, slurm ...)")
+    r.add_argument("--dry-run", action="store_true", help="show the jobs without running them")
+    r.add_argument("--snakemake-args", nargs=argparse.REMAINDER, default=[], help="passed to snakemake as they are")
+    r.set_defaults(fn=_cmd_run)
+
+    c = sub.add_parser("config", help="print the composed, validated config")
+    c.add_argument("overrides", nargs="*")
+    c.set_defaults(fn=_cmd_config)
+
+    m = sub.add_parser("models", help="list the model configs: library, name, parameter count")
+    m.add_argument("--num-classes", type=int, default=11)
+    m.set_defaults(fn=_cmd_models)
+
+    s = sub.add_parser("convert", help="raw annotations -> canonical dataset")
+    s.add_argument("--config", required=True, help="dataset config (JSON)")
+    s.add_argument("--out", required=True, help="data/processed/<dataset>")
+    s.set_defaults(fn=_cmd_convert)
+
+    s = sub.add_parser("validate", help="check a canonical dataset")
+    s.add_argument("--dataset", required=True, help="dataset.json")
+    s.add_argument("--report", required=True, help="validation.json to write")
+    s.set_defaults(fn=_cmd_validate)
+
+    s = sub.add_parser("split", help="make splits.json")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--config", required=True, help="split config (JSON)")
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=_cmd_split)
+
+    s = sub.add_parser("train", help="train one model on one fold")
+    for a in ("dataset", "splits", "model", "train", "augment", "out"):
+        s.add_argument(f"--{a}", required=True)
+    s.add_argument("--fold", type=int, required=True)
+    s.add_argument("--threads", type=int, default=None)
+    s.set_defaults(fn=_cmd_train)
+
+    s = sub.add_parser("evaluate", help="evaluate one trained model on the test split")
+    for a in ("checkpoint", "dataset", "splits", "config", "out"):
+        s.add_argument(f"--{a}", required=True)
+    s.add_argument("--threads", type=int, default=None)
+    s.set_defaults(fn=_cmd_evaluate)
+
+    s = sub.add_parser("aggregate", help="summary.csv/json and best/ from all evaluations")
+    s.add_argument("--experiment", required=True)
+    s.add_argument("--dataset-dir", required=True)
+    s.add_argument("--folds", type=int, required=True)
+    s.add_argument("--model-configs", nargs="+", required=True)
+    s.set_defaults(fn=_cmd_aggregate)
+
+    s = sub.add_parser("report", help="render report/index.html")
+    s.add_argument("--experiment", required=True)
+    s.add_argument("--dataset-dir", required=True)
+    s.add_argument("--config", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=_cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``segbench`` console script; returns the exit code.
+
+    Known user errors (bad config, bad data) print one clear message and exit with code 2.
+    """
+    from .config import ConfigError
+    from .data.convert import DatasetError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except (ConfigError, DatasetError, FileNotFoundError) as err:
+        print(f"segbench {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

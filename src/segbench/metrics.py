@@ -1,0 +1,240 @@
+"""One metric implementation for every backend: everything is derived from a confusion matrix.
+
+Conventions (DESIGN.md section 6; the same as MMSegmentation's ``IoUMetric``):
+
+* ``M[C, C]`` is an int64 confusion matrix, rows = ground truth, columns = prediction, accumulated
+  over the non-ignored pixels of the *whole* evaluation set ("dataset-level" metrics).
+* Per class ``c``: ``TP = M[c, c]``, ``FP = M[:, c].sum() - TP``, ``FN = M[c, :].sum() - TP``.
+
+  - ``IoU_c = TP / (TP + FP + FN)`` (Jaccard index)
+  - ``Dice_c = 2 TP / (2 TP + FP + FN)`` (F1 score)
+  - ``Acc_c = TP / (TP + FN)`` (recall; MMSegmentation calls it "Acc")
+  - ``Precision_c = TP / (TP + FP)``
+
+* A class with ``TP + FP + FN = 0`` (absent from both ground truth and prediction) gets NaN and is
+  left out of every mean, as MMSegmentation, fastai and nnU-Net do. segmentation-models-pytorch's
+  default ``zero_division=1`` would count it as 1 and PaddleSeg as 0; both inflate or deflate the mean.
+* ``mIoU``, ``mDice``, ``mAcc`` = NaN-mean over classes; ``aAcc = trace(M) / sum(M)`` (pixel
+  accuracy); ``fwIoU = sum_c (G_c / sum(G)) IoU_c`` with ``G_c`` the ground-truth pixels of class c
+  (Long et al., "Fully Convolutional Networks for Semantic Segmentation", CVPR 2015, section 5).
+* Foreground means (``mIoU_fg`` ...) leave out the declared background class.
+* Image-averaged metrics are the same formulas applied to each image's own matrix, then averaged
+  over images; they are always labelled "image-averaged" where shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "confusion_matrix",
+    "ConfusionMatrix",
+    "metrics_from_confusion",
+    "per_class_table",
+    "MEAN_METRICS",
+]
+
+#: Names of the scalar metrics returned by :func:`metrics_from_confusion`, in display order.
+MEAN_METRICS = ("mIoU", "mDice", "mAcc", "aAcc", "fwIoU")
+
+
+def _to_numpy(x: Any, name: str) -> np.ndarray:
+    """Return ``x`` (NumPy array, torch tensor, or nested sequence) as a NumPy array."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor without importing torch
+        x = x.detach().cpu().numpy()
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "iub":
+        raise TypeError(
+            f"{name} must hold integer class indices, got dtype {arr.dtype}; "
+            f"take argmax over the class axis of logits before computing the confusion matrix"
+        )
+    return arr
+
+
+def confusion_matrix(target: Any, pred: Any, num_classes: int, ignore_index: int | None = 255) -> np.ndarray:
+    """Confusion matrix of integer label maps: ``int64[num_classes, num_classes]``, rows = ground truth.
+
+    Args:
+        target: ground-truth class indices, any shape (``[H, W]``, ``[N, H, W]`` ...), any integer dtype;
+            a NumPy array or a torch tensor (CPU or GPU). Values must be in ``[0, num_classes)`` or
+            equal ``ignore_index``.
+        pred: predicted class indices, same shape as ``target``, values in ``[0, num_classes)``.
+        num_classes: number of classes ``C`` (ignore label excluded).
+        ignore_index: ground-truth value whose pixels are left out entirely (default 255, as in
+            MMSegmentation); ``None`` to ignore nothing.
+
+    Returns:
+        ``np.ndarray`` of dtype int64 and shape ``[C, C]``; ``M[t, p]`` counts pixels of true class
+        ``t`` predicted as ``p``. ``M.sum()`` equals the number of non-ignored pixels.
+
+    Raises:
+        ValueError: shapes differ, ``num_classes < 1``, or a value lies outside ``[0, C)`` (and is not
+            the ignore label, for the target).
+        TypeError: a non-integer array (for example logits) is passed.
+
+    Example:
+        >>> confusion_matrix([[0, 1], [1, 255]], [[0, 1], [0, 1]], num_classes=2).tolist()
+        [[1, 0], [1, 1]]
+    """
+    if int(num_classes) < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    num_classes = int(num_classes)
+    t = _to_numpy(target, "target")
+    p = _to_numpy(pred, "pred")
+    if t.shape != p.shape:
+        raise ValueError(f"target and pred must have the same shape, got {t.shape} and {p.shape}")
+    t = t.reshape(-1).astype(np.int64, copy=False)
+    p = p.reshape(-1).astype(np.int64, copy=False)
+    if ignore_index is not None:
+        keep = t != ignore_index
+        if not keep.all():
+            t = t[keep]
+            p = p[keep]
+    if t.size:
+        bad_t = (t < 0) | (t >= num_classes)
+        if bad_t.any():
+            vals = np.unique(t[bad_t])[:10].tolist()
+            raise ValueError(
+                f"target holds values {vals} outside [0, {num_classes}) that are not ignore_index={ignore_index}; "
+                f"check the dataset's class list or its ignore_index"
+            )
+        bad_p = (p < 0) | (p >= num_classes)
+        if bad_p.any():
+            vals = np.unique(p[bad_p])[:10].tolist()
+            raise ValueError(f"pred holds values {vals} outside [0, {num_classes})")
+    counts = np.bincount(t * num_classes + p, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes).astype(np.int64, copy=False)
+
+
+class ConfusionMatrix:
+    """Accumulates a dataset-level confusion matrix, torchmetrics-style: ``update()`` then ``compute()``.
+
+    Args:
+        num_classes: number of classes ``C``.
+        ignore_index: ground-truth label left out (default 255); ``None`` for none.
+
+    Attributes:
+        matrix: the running ``int64[C, C]`` matrix (rows = ground truth).
+
+    Example:
+        >>> cm = ConfusionMatrix(num_classes=2)
+        >>> cm.update([0, 1, 1], [0, 1, 0]).tolist()   # returns this batch's own matrix
+        [[1, 0], [1, 1]]
+        >>> round(cm.compute()["mIoU"], 4)
+        0.5833
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int | None = 255):
+        self.num_classes = int(num_classes)
+        self.ignore_index = ignore_index
+        self.matrix = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+
+    def update(self, target: Any, pred: Any) -> np.ndarray:
+        """Add one batch (or image); returns that batch's own ``int64[C, C]`` matrix."""
+        m = confusion_matrix(target, pred, self.num_classes, self.ignore_index)
+        self.matrix += m
+        return m
+
+    def reset(self) -> None:
+        """Zero the running matrix."""
+        self.matrix[...] = 0
+
+    def compute(self, background: int | None = None) -> dict[str, Any]:
+        """Metrics of the accumulated matrix; see :func:`metrics_from_confusion`."""
+        return metrics_from_confusion(self.matrix, background=background)
+
+
+def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    out = np.full(num.shape, np.nan, dtype=np.float64)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def _nanmean(x: np.ndarray) -> float:
+    x = np.asarray(x, dtype=np.float64)
+    return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
+
+
+def metrics_from_confusion(matrix: Any, background: int | None = None) -> dict[str, Any]:
+    """All segbench metrics from one confusion matrix.
+
+    Args:
+        matrix: ``int[C, C]`` confusion matrix, rows = ground truth (see :func:`confusion_matrix`).
+        background: index of the background class; when given, ``mIoU_fg``, ``mDice_fg`` and
+            ``mAcc_fg`` (means without it) are added.
+
+    Returns:
+        A dict with floats ``mIoU``, ``mDice``, ``mAcc``, ``aAcc``, ``fwIoU`` (and the ``*_fg`` means),
+        lists of per-class floats ``IoU``, ``Dice``, ``Acc`` (recall), ``Precision`` (NaN where the class
+        has ``TP + FP + FN = 0``; for ``Acc``/``Precision`` where the denominator is 0), and integer lists
+        ``TP``, ``FP``, ``FN``, ``gt_pixels``. All fractions are in [0, 1] (not percent). With an empty
+        matrix every value is NaN.
+
+    Raises:
+        ValueError: the matrix is not square or holds negative counts.
+
+    Example:
+        >>> m = metrics_from_confusion([[3, 1], [0, 4]])
+        >>> [round(v, 4) for v in m["IoU"]], round(m["mIoU"], 4), m["aAcc"]
+        ([0.75, 0.8], 0.775, 0.875)
+    """
+    m = np.asarray(matrix)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"confusion matrix must be square [C, C], got shape {m.shape}")
+    if (m < 0).any():
+        raise ValueError("confusion matrix holds negative counts")
+    m = m.astype(np.float64)
+    tp = np.diag(m)
+    gt = m.sum(axis=1)
+    pr = m.sum(axis=0)
+    fp = pr - tp
+    fn = gt - tp
+    iou = _safe_div(tp, tp + fp + fn)
+    dice = _safe_div(2 * tp, 2 * tp + fp + fn)
+    acc = _safe_div(tp, tp + fn)
+    prec = _safe_div(tp, tp + fp)
+    total = m.sum()
+    out: dict[str, Any] = {
+        "mIoU": _nanmean(iou),
+        "mDice": _nanmean(dice),
+        "mAcc": _nanmean(acc),
+        "aAcc": float(tp.sum() / total) if total > 0 else float("nan"),
+        "fwIoU": float(np.nansum(gt / total * iou)) if total > 0 else float("nan"),
+        "IoU": iou.tolist(),
+        "Dice": dice.tolist(),
+        "Acc": acc.tolist(),
+        "Precision": prec.tolist(),
+        "TP": tp.astype(np.int64).tolist(),
+        "FP": fp.astype(np.int64).tolist(),
+        "FN": fn.astype(np.int64).tolist(),
+        "gt_pixels": gt.astype(np.int64).tolist(),
+    }
+    if background is not None:
+        if not 0 <= background < m.shape[0]:
+            raise ValueError(f"background class {background} outside [0, {m.shape[0]})")
+        fg = np.arange(m.shape[0]) != background
+        out["mIoU_fg"] = _nanmean(iou[fg])
+        out["mDice_fg"] = _nanmean(dice[fg])
+        out["mAcc_fg"] = _nanmean(acc[fg])
+    return out
+
+
+def per_class_table(metrics: dict[str, Any], class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows ``{class, IoU, Dice, Acc, Precision, gt_pixels}`` for a per-class table (one per class)."""
+    n = len(metrics["IoU"])
+    if len(class_names) != n:
+        raise ValueError(f"{len(class_names)} class names for {n} classes")
+    return [
+        {
+            "class": class_names[c],
+            "IoU": metrics["IoU"][c],
+            "Dice": metrics["Dice"][c],
+            "Acc": metrics["Acc"][c],
+            "Precision": metrics["Precision"][c],
+            "gt_pixels": metrics["gt_pixels"][c],
+        }
+        for c in range(n)
+    ]

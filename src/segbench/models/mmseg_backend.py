@@ -1,0 +1,106 @@
+"""MMSegmentation 1.x backend: models built from mmseg's own config files, trained in segbench's protocol.
+
+The config is read from the files shipped inside the mmseg package (``mmseg/.mim/configs``) or
+from a path. segbench then:
+
+* sets ``num_classes`` of the decode head, drops the auxiliary head (segbench's one protocol
+  trains every model with the same loss on the final logits) and the data preprocessor (segbench
+  normalises inputs itself);
+* removes ``init_cfg`` / ``pretrained`` entries that point to URLs (nothing is downloaded);
+  ``encoder_weights`` loads a local backbone checkpoint instead;
+* converts SyncBN to BN (``mmengine.model.revert_sync_batchnorm``) so it runs on one CPU/GPU;
+* calls the model with ``mode='tensor'`` (``EncoderDecoder._forward``): decode-head logits at
+  1/4 or 1/8 of the input, resized bilinearly to the input size.
+
+Compiled mmcv ops are absent with mmcv-lite (see segbench/_compat.py): a model that calls one
+raises ``CompiledOpUnavailable`` naming the op.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+from .._compat import ensure_mmcv_ext, import_torchvision
+from .base import SegmentationModel, load_encoder_weights
+
+__all__ = ["build", "config_root"]
+
+
+def _mmseg():
+    import_torchvision()
+    ensure_mmcv_ext()
+    import mmseg
+    from mmseg.utils import register_all_modules
+
+    register_all_modules(init_default_scope=True)
+    return mmseg
+
+
+def config_root() -> Path:
+    """Folder of the config files shipped inside the installed mmseg package."""
+    return Path(_mmseg().__file__).parent / ".mim" / "configs"
+
+
+def _strip_urls(node: Any) -> Any:
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if k == "init_cfg" and "Pretrained" in str(v):
+                continue
+            if k == "pretrained" and isinstance(v, str):
+                out[k] = None
+                continue
+            out[k] = _strip_urls(v)
+        return out
+    if isinstance(node, list):
+        return [_strip_urls(v) for v in node]
+    return node
+
+
+def _tensor_forward(net, x):
+    return net(x, mode="tensor")
+
+
+def build(num_classes: int, config: str, encoder_weights: str | None = None, **kwargs: Any) -> SegmentationModel:
+    """Build an mmseg ``EncoderDecoder`` from one of its config files.
+
+    Args:
+        config: path relative to mmseg's shipped configs (``segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py``)
+            or an absolute path to a config file.
+        encoder_weights: None, or a local backbone checkpoint (``.pth``/``.safetensors``).
+        **kwargs: ignored keys are rejected (ValueError) so typos do not pass silently.
+
+    Raises:
+        ValueError: the config file does not exist (names close matches) or is not an EncoderDecoder.
+    """
+    if kwargs:
+        raise ValueError(f"unknown mmseg model option(s) {sorted(kwargs)}; allowed: config, encoder_weights")
+    _mmseg()
+    from mmengine.config import Config
+    from mmengine.model.utils import revert_sync_batchnorm
+    from mmseg.registry import MODELS
+
+    path = Path(config)
+    if not path.is_absolute():
+        path = config_root() / config
+    if not path.is_file():
+        family = Path(config).parts[0] if Path(config).parts else ""
+        near = sorted(p.relative_to(config_root()).as_posix() for p in (config_root() / family).glob("*.py")) if family else []
+        hint = f"; configs in '{family}': {', '.join(near[:12])}" if near else f"; families: {', '.join(sorted(os.listdir(config_root())))}"
+        raise ValueError(f"mmseg config '{config}' not found under {config_root()}{hint}")
+    cfg = Config.fromfile(str(path))
+    model_cfg = _strip_urls(copy.deepcopy(cfg.model.to_dict() if hasattr(cfg.model, "to_dict") else dict(cfg.model)))
+    if model_cfg.get("type") not in ("EncoderDecoder", "CascadeEncoderDecoder"):
+        raise ValueError(f"mmseg config '{config}' builds a {model_cfg.get('type')}; segbench supports EncoderDecoder models")
+    model_cfg.pop("data_preprocessor", None)
+    model_cfg.pop("auxiliary_head", None)
+    heads = model_cfg["decode_head"] if isinstance(model_cfg["decode_head"], list) else [model_cfg["decode_head"]]
+    for head in heads:
+        head["num_classes"] = num_classes
+    net = revert_sync_batchnorm(MODELS.build(model_cfg))
+    if encoder_weights is not None:
+        load_encoder_weights(net.backbone, encoder_weights)
+    return SegmentationModel(net, net.backbone, "mmseg", forward_fn=_tensor_forward)

@@ -1,0 +1,280 @@
+"""One training protocol for every backend, on Lightning.
+
+Same loss, optimiser, schedule, augmentation, epochs and seed for every model (DESIGN.md section 5).
+Lightning runs the loop (devices, mixed precision, progress bar, checkpoint/resume); segbench adds
+the validation mIoU from its own confusion matrix (:mod:`segbench.metrics`), ``history.csv`` and
+the final weights as ``model.safetensors`` (plain tensors: loading them runs no code).
+
+Outputs in ``out_dir``:
+
+* ``model.safetensors``: the weights of the epoch with the best validation mIoU (the last epoch
+  when there is no validation set);
+* ``model.json``: what inference needs to rebuild the model (model config, number of classes,
+  class names, input size, normalisation, ignore_index);
+* ``history.csv``: one row per epoch: ``epoch, train_loss, val_loss, val_mIoU, lr, epoch_time_s``;
+* ``train_meta.json``: device, threads, wall times, best epoch, parameter count, versions;
+* ``lightning/last.ckpt``: Lightning's checkpoint, for resuming an interrupted run.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._compat import import_torchvision
+from .data.dataset import SegmentationDataset, build_transform
+from .io import atomic_path, atomic_write_json, atomic_write_text
+from .losses import build_loss
+from .metrics import confusion_matrix, metrics_from_confusion
+from .models import count_parameters, create_model
+
+__all__ = ["train_model", "resolve_device", "lr_lambda"]
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_mIoU", "lr", "epoch_time_s"]
+
+
+def resolve_device(device: str) -> tuple[str, Any]:
+    """Map segbench's ``device`` (auto | cpu | cuda | cuda:K | mps) to Lightning's (accelerator, devices)."""
+    if device == "auto":
+        return ("gpu", 1) if torch.cuda.is_available() else ("cpu", 1)
+    if device == "cpu":
+        return "cpu", 1
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device={device} but no CUDA GPU is visible; use device=auto or device=cpu")
+        return "gpu", [int(device.split(":")[1])] if ":" in device else 1
+    if device == "mps":
+        return "mps", 1
+    raise ValueError(f"device '{device}' unknown; allowed values: auto, cpu, cuda, cuda:K, mps")
+
+
+def lr_lambda(cfg: dict[str, Any], total_steps: int, steps_per_epoch: int):
+    """LR multiplier per optimiser step: linear warm-up, then poly ``(1 - t)^power``, cosine or constant."""
+    warm = int(cfg.get("warmup_epochs", 0)) * steps_per_epoch
+    kind = cfg.get("scheduler", "poly")
+    power = float(cfg.get("poly_power", 0.9))
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = min(1.0, (step - warm) / max(1, total_steps - warm))
+        if kind == "poly":
+            return (1 - t) ** power
+        if kind == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * t))
+        return 1.0
+
+    return f
+
+
+def _lightning():
+    import_torchvision()  # lightning -> torchmetrics -> torchvision; see segbench/_compat.py
+    import lightning
+
+    return lightning
+
+
+def _lightning_module(model, loss_fn, cfg: dict[str, Any], num_classes: int, ignore_index: int, steps_per_epoch: int):
+    L = _lightning()
+
+    class SegModule(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            self.loss_fn = loss_fn
+            self.cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+            self.val_losses: list[float] = []
+            self.train_losses: list[float] = []
+
+        def forward(self, x):
+            return self.model(x)
+
+        def training_step(self, batch, _):
+            x, y = batch
+            loss = self.loss_fn(self(x), y)
+            self.train_losses.append(float(loss.detach()))
+            self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+            return loss
+
+        def validation_step(self, batch, _):
+            x, y = batch
+            logits = self(x)
+            self.val_losses.append(float(self.loss_fn(logits, y)))
+            self.cm += confusion_matrix(y, logits.argmax(1), num_classes, ignore_index)
+
+        def on_validation_epoch_end(self):
+            self.log("val_mIoU", metrics_from_confusion(self.cm)["mIoU"], prog_bar=True)
+
+        def configure_optimizers(self):
+            params = self.model.parameters()
+            name = cfg["optimizer"]
+            if name == "adamw":
+                opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0))
+            elif name == "adam":
+                opt = torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0))
+            else:
+                opt = torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg.get("momentum", 0.9),
+                                      weight_decay=cfg.get("weight_decay", 0.0), nesterov=True)
+            total = cfg["epochs"] * steps_per_epoch
+            if cfg.get("scheduler") == "onecycle":
+                sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=total)
+            else:
+                sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, total, steps_per_epoch))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    return SegModule()
+
+
+def _history_callback(out_dir: Path, rows: list[dict[str, Any]], best: dict[str, Any], has_val: bool):
+    L = _lightning()
+
+    class History(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.t0 = time.perf_counter()
+            pl_module.train_losses.clear()
+
+        def on_validation_epoch_start(self, trainer, pl_module):
+            pl_module.cm[...] = 0
+            pl_module.val_losses.clear()
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            # Lightning runs validation before on_train_epoch_end, so the val metrics are ready here
+            miou = float(metrics_from_confusion(pl_module.cm)["mIoU"]) if has_val else float("nan")
+            row = {
+                "epoch": trainer.current_epoch + 1,
+                "train_loss": float(np.mean(pl_module.train_losses)) if pl_module.train_losses else float("nan"),
+                "val_loss": float(np.mean(pl_module.val_losses)) if has_val and pl_module.val_losses else float("nan"),
+                "val_mIoU": miou,
+                "lr": trainer.optimizers[0].param_groups[0]["lr"],
+                "epoch_time_s": time.perf_counter() - self.t0,
+            }
+            rows.append(row)
+            score = miou if has_val else row["epoch"]
+            if best.get("score") is None or (not math.isnan(score) and score > best["score"]):
+                best.update(score=score, epoch=row["epoch"],
+                            state={k: v.detach().cpu().clone() for k, v in pl_module.model.state_dict().items()})
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+            atomic_write_text(out_dir / "history.csv", buf.getvalue())
+
+    return History()
+
+
+def train_model(dataset_json: str | Path, splits_json: str | Path, fold: int, model_cfg: dict[str, Any],
+                train_cfg: dict[str, Any], augment_cfg: dict[str, Any], out_dir: str | Path,
+                threads: int | None = None) -> dict[str, Any]:
+    """Train one model on one fold and write its checkpoint and history.
+
+    Args:
+        dataset_json: the canonical dataset's ``dataset.json``.
+        splits_json: ``splits.json``; fold ``fold`` gives the training and validation ids.
+        fold: fold index (0-based).
+        model_cfg: the model's config (``library`` + backend keys).
+        train_cfg: the training recipe (epochs, batch_size, image_size, optimizer, lr, scheduler,
+            loss, seed, device ...; see ``config/train/``).
+        augment_cfg: the augmentation recipe (see ``config/augment/``).
+        out_dir: ``results/<experiment>/models/<model>/fold<k>``.
+        threads: CPU threads for torch (default: torch's own choice).
+
+    Returns:
+        The ``train_meta.json`` content.
+
+    Raises:
+        IndexError: the fold does not exist in ``splits.json``.
+    """
+    L = _lightning()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if threads:
+        torch.set_num_threads(int(threads))
+    meta = json.loads(Path(dataset_json).read_text())
+    splits = json.loads(Path(splits_json).read_text())
+    if not 0 <= fold < len(splits["folds"]):
+        raise IndexError(f"{splits_json} has {len(splits['folds'])} fold(s); fold {fold} does not exist")
+    train_ids, val_ids = splits["folds"][fold]["train"], splits["folds"][fold]["val"]
+    num_classes = len(meta["classes"])
+    ignore_index = int(meta["ignore_index"])
+    seed = int(train_cfg.get("seed", 0))
+    L.seed_everything(seed, workers=True, verbose=False)
+
+    root = Path(dataset_json).parent
+    size = train_cfg["image_size"]
+    train_ds = SegmentationDataset(root, meta["manifest"], train_ids, build_transform(augment_cfg, size, train=True))
+    val_ds = SegmentationDataset(root, meta["manifest"], val_ids, build_transform(augment_cfg, size, train=False))
+    bs = int(train_cfg["batch_size"])
+    workers = int(train_cfg.get("num_workers", 0))
+    gen = torch.Generator().manual_seed(seed)
+    train_dl = torch.utils.data.DataLoader(train_ds, batch_size=bs, shuffle=True, drop_last=len(train_ds) > bs,
+                                           num_workers=workers, generator=gen, persistent_workers=workers > 0)
+    val_dl = torch.utils.data.DataLoader(val_ds, batch_size=bs, shuffle=False, num_workers=workers)
+    steps_per_epoch = max(1, len(train_dl))
+
+    model = create_model(num_classes=num_classes, **model_cfg)
+    loss_fn = build_loss(train_cfg["loss"], ignore_index=ignore_index)
+    module = _lightning_module(model, loss_fn, train_cfg, num_classes, ignore_index, steps_per_epoch)
+    accelerator, devices = resolve_device(train_cfg.get("device", "auto"))
+    precision = train_cfg.get("precision", "auto")
+    if precision == "auto":
+        precision = "16-mixed" if accelerator == "gpu" else "32-true"
+    rows: list[dict[str, Any]] = []
+    best: dict[str, Any] = {}
+    ckpt_dir = out_dir / "lightning"
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0)
+    trainer = L.Trainer(
+        max_epochs=int(train_cfg["epochs"]), accelerator=accelerator, devices=devices, precision=precision,
+        gradient_clip_val=train_cfg.get("grad_clip"), logger=False, num_sanity_val_steps=0,
+        callbacks=[_history_callback(out_dir, rows, best, has_val=len(val_ids) > 0), checkpoint],
+        limit_val_batches=1.0 if val_ids else 0, deterministic="warn", enable_model_summary=False,
+    )
+    t0 = time.perf_counter()
+    trainer.fit(module, train_dl, val_dl if val_ids else None)
+    wall = time.perf_counter() - t0
+
+    from safetensors.torch import save_file
+
+    state = best.get("state") or {k: v.detach().cpu() for k, v in module.model.state_dict().items()}
+    with atomic_path(out_dir / "model.safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+    atomic_write_json(out_dir / "model.json", {
+        "model": copy.deepcopy(model_cfg),
+        "num_classes": num_classes,
+        "classes": meta["classes"],
+        "ignore_index": ignore_index,
+        "image_size": list(size),
+        "normalize": augment_cfg.get("normalize"),
+        "dataset": meta["name"],
+        "fold": fold,
+    })
+    epoch_times = [r["epoch_time_s"] for r in rows]
+    info = {
+        "model": model_cfg.get("name"),
+        "library": model_cfg["library"],
+        "fold": fold,
+        "parameters": count_parameters(model),
+        "epochs": len(rows),
+        "best_epoch": best.get("epoch"),
+        "best_val_mIoU": best.get("score") if val_ids else None,
+        "train_images": len(train_ids),
+        "val_images": len(val_ids),
+        "wall_time_s": wall,
+        "epoch_time_s_median": float(np.median(epoch_times)) if epoch_times else None,
+        "device": f"{accelerator}:{devices}",
+        "precision": precision,
+        "threads": torch.get_num_threads(),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "lightning": L.__version__},
+    }
+    atomic_write_json(out_dir / "train_meta.json", info)
+    return info
