@@ -1,0 +1,48 @@
+"""Losses honour ignore_index; atomic writes leave nothing behind on failure."""
+
+import pytest
+import torch
+
+from segbench.io import atomic_path, atomic_write_json, write_if_changed
+from segbench.losses import build_loss
+
+
+@pytest.mark.parametrize("spec", [{"ce": 1.0}, {"ce": 1.0, "dice": 1.0}, {"focal": 1.0}, {"lovasz": 1.0}, {"tversky": 1.0}])
+def test_loss_ignores_ignore_index_pixels(spec):
+    torch.manual_seed(0)
+    loss = build_loss(spec, ignore_index=255)
+    logits = torch.randn(2, 4, 8, 8)
+    target = torch.randint(0, 4, (2, 8, 8))
+    target[:, :3] = 255
+    changed = logits.clone()
+    changed[:, :, :3] = torch.randn(2, 4, 3, 8) * 10  # only ignored pixels change
+    assert torch.isfinite(loss(logits, target))
+    assert loss(logits, target).item() == pytest.approx(loss(changed, target).item(), rel=1e-5)
+
+
+def test_unknown_loss_lists_valid_names():
+    with pytest.raises(ValueError, match="ce, dice, focal, lovasz, tversky"):
+        build_loss({"hinge": 1.0})
+    with pytest.raises(ValueError, match="positive weight"):
+        build_loss({"ce": 0.0})
+
+
+def test_atomic_write_failure_leaves_old_content(tmp_path):
+    p = tmp_path / "m.json"
+    atomic_write_json(p, {"a": 1})
+    with pytest.raises(RuntimeError), atomic_path(p) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash mid-write")
+    assert p.read_text().strip().startswith("{") and '"a": 1' in p.read_text()
+    assert [x.name for x in tmp_path.iterdir()] == ["m.json"]
+    atomic_write_json(p, {"v": float("nan")})
+    assert '"v": null' in p.read_text()
+
+
+def test_write_if_changed_keeps_mtime(tmp_path):
+    p = tmp_path / "c.json"
+    assert write_if_changed(p, "x\n")
+    mtime = p.stat().st_mtime_ns
+    assert not write_if_changed(p, "x\n")
+    assert p.stat().st_mtime_ns == mtime
+    assert write_if_changed(p, "y\n") and p.read_text() == "y\n"
