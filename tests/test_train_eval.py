@@ -1,0 +1,80 @@
+"""Training writes a usable checkpoint and history; evaluation counts every non-ignored test pixel."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from segbench.config import compose, job_configs
+from segbench.data.splits import make_splits
+from segbench.evaluate import evaluate_model, load_trained_model
+from segbench.metrics import metrics_from_confusion
+from segbench.train import lr_lambda, train_model
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, processed):
+    root = tmp_path_factory.mktemp("exp")
+    jobs = job_configs(compose(["train.image_size=[64,96]", "train.epochs=2", "train.batch_size=4"]))
+    splits = make_splits(processed, jobs["split"], root / "splits.json")
+    model_cfg = jobs["models"]["tv_lraspp_mbv3"]
+    info = train_model(processed, root / "splits.json", 0, model_cfg, jobs["train"], jobs["augment"],
+                       root / "models" / "m" / "fold0", threads=2)
+    return root, jobs, splits, info
+
+
+def test_training_outputs(trained):
+    root, jobs, splits, info = trained
+    out = root / "models" / "m" / "fold0"
+    hist = pd.read_csv(out / "history.csv")
+    assert list(hist.columns) == ["epoch", "train_loss", "val_loss", "val_mIoU", "lr", "epoch_time_s"]
+    assert hist["epoch"].tolist() == [1, 2]
+    assert hist["train_loss"].notna().all() and (hist["train_loss"] > 0).all()
+    assert ((hist["val_mIoU"] >= 0) & (hist["val_mIoU"] <= 1)).all()
+    assert info["train_images"] == len(splits["folds"][0]["train"]) and info["epochs"] == 2
+    assert info["best_epoch"] in (1, 2)
+    assert (out / "lightning" / "last.ckpt").is_file()
+    model_json = json.loads((out / "model.json").read_text())
+    assert model_json["num_classes"] == 11 and model_json["image_size"] == [64, 96]
+
+
+def test_evaluation_counts_all_non_ignored_pixels(trained, processed):
+    root, jobs, splits, _ = trained
+    ev = root / "eval"
+    m = evaluate_model(root / "models" / "m" / "fold0", processed, root / "splits.json", dict(jobs["evaluate"], save_predictions=2), ev)
+    meta = json.loads(processed.read_text())
+    expected = sum(int((np.asarray(Image.open(processed.parent / meta["manifest"][i]["mask"])) != 255).sum()) for i in splits["test"])
+    cm = np.load(ev / "confusion.npy")
+    assert cm.shape == (11, 11) and cm.dtype == np.int64
+    assert cm.sum() == expected == m["num_pixels"]
+    again = metrics_from_confusion(cm)
+    assert m["mIoU"] == pytest.approx(again["mIoU"])
+    for key in ("mIoU", "mDice", "mAcc", "aAcc", "fwIoU"):
+        assert 0.0 <= m[key] <= 1.0
+    per_image = pd.read_csv(ev / "per_image.csv")
+    assert sorted(per_image["id"]) == sorted(splits["test"])
+    assert per_image["pixels"].sum() == expected
+    preds = sorted((ev / "predictions").glob("*.png"))
+    assert [p.stem for p in preds] == sorted(splits["test"])[:2]
+    assert np.asarray(Image.open(preds[0])).shape == (360, 480)
+
+
+def test_checkpoint_roundtrip_is_exact(trained):
+    import torch
+
+    root, *_ = trained
+    a, _ = load_trained_model(root / "models" / "m" / "fold0")
+    b, _ = load_trained_model(root / "models" / "m" / "fold0")
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.equal(a(x), b(x))
+
+
+def test_lr_schedules():
+    poly = lr_lambda({"scheduler": "poly", "poly_power": 1.0, "warmup_epochs": 1}, total_steps=20, steps_per_epoch=10)
+    assert poly(0) == pytest.approx(0.1) and poly(9) == pytest.approx(1.0)
+    assert poly(10) == pytest.approx(1.0) and poly(15) == pytest.approx(0.5)
+    cos = lr_lambda({"scheduler": "cosine"}, total_steps=10, steps_per_epoch=5)
+    assert cos(0) == pytest.approx(1.0) and cos(5) == pytest.approx(0.5)
