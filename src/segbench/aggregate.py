@@ -80,7 +80,9 @@ def aggregate(experiment_dir: str | Path, models: dict[str, dict[str, Any]], n_f
             h.insert(0, "fold", k)
             h.insert(0, "model", name)
             curves.append(h)
-        f = lambda key: np.array([np.nan if m.get(key) is None else m[key] for _, m, _ in folds], dtype=float)  # noqa: E731
+        def f(key: str, folds=folds) -> np.ndarray:
+            return np.array([np.nan if m.get(key) is None else m[key] for _, m, _ in folds], dtype=float)
+
         arch = mcfg.get("arch") or Path(str(mcfg.get("config", ""))).stem
         if mcfg.get("encoder"):
             arch = f"{arch}({mcfg['encoder']})"

@@ -70,6 +70,21 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import_raw(args):
+    import shutil
+
+    from .io import atomic_dir
+
+    src = Path(args.src)
+    if not src.is_dir():
+        print(f"segbench import-raw: error: {src} is not a folder; set --src or SEGBENCH_SHARED", file=sys.stderr)
+        return 2
+    with atomic_dir(args.out) as tmp:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+    print(f"copied {src} to {args.out} (DVC tracks it as a stage output)")
+    return 0
+
+
 def _cmd_convert(args):
     from .config import load_json
     from .data.convert import convert
@@ -159,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--num-classes", type=int, default=11)
     m.set_defaults(fn=_cmd_models)
 
+    s = sub.add_parser("import-raw", help="copy a raw dataset into the project (DVC's raw-data stage)")
+    s.add_argument("--src", default=None, help="raw dataset folder (default: $SEGBENCH_SHARED/data/camvid)")
+    s.add_argument("--out", required=True, help="e.g. data/raw/camvid")
+    s.set_defaults(fn=_cmd_import_raw)
+
     s = sub.add_parser("convert", help="raw annotations -> canonical dataset")
     s.add_argument("--config", required=True, help="dataset config (JSON)")
     s.add_argument("--out", required=True, help="data/processed/<dataset>")
@@ -213,6 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     from .data.convert import DatasetError
 
     args = build_parser().parse_args(argv)
+    # progress bars and logs reach a piped log (Snakemake's `| tee`) as they happen
+    sys.stdout.reconfigure(line_buffering=True)
+    if args.command == "import-raw" and args.src is None:
+        from .paths import shared_dir
+
+        args.src = str(shared_dir() / "data" / "camvid")
     try:
         return int(args.fn(args) or 0)
     except (ConfigError, DatasetError, FileNotFoundError) as err:
