@@ -1,0 +1,96 @@
+"""End to end: the real Snakemake workflow via `segbench run` on a small real CamVid subset."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SEGBENCH = [sys.executable, "-m", "segbench.cli"]
+
+
+def _run(args, cwd, **kw):
+    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=1500, **kw)
+
+
+def test_snakemake_lint():
+    r = _run([sys.executable, "-m", "snakemake", "--lint", "--snakefile", "workflow/Snakefile", "--configfile", "/dev/null"], REPO)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Congratulations" in r.stdout + r.stderr or "no issues" in (r.stdout + r.stderr).lower()
+
+
+def test_dvc_pipeline_declares_metrics_and_plots():
+    r = _run([sys.executable, "-m", "dvc", "stage", "list"], REPO)
+    assert r.returncode == 0, r.stderr
+    assert "import_camvid" in r.stdout and "compare" in r.stdout
+    import yaml
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert any("summary.json" in next(iter(m)) for m in stages["compare"]["metrics"])
+    assert any("learning_curves.csv" in next(iter(p)) for p in stages["compare"]["plots"])
+
+
+@pytest.mark.slow
+def test_workflow_end_to_end(tmp_path, camvid_subset):
+    overrides = [f"dataset.root={camvid_subset}", "models=[smp_unet_r18,tv_lraspp_mbv3,mmseg_fastscnn]", "train.epochs=1",
+                 "train.image_size=[64,96]", "train.batch_size=4", "name=e2e", "split.val_fraction=0.2"]
+    r = _run(SEGBENCH + ["run", *overrides, "--workdir", str(tmp_path), "--cores", "2"], REPO)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
+    exp = tmp_path / "results" / "e2e"
+
+    # confusion counts equal the number of non-ignored test pixels
+    meta = json.loads((tmp_path / "data/processed/camvid/dataset.json").read_text())
+    splits = json.loads((exp / "splits.json").read_text())
+    expected = sum(int((np.asarray(Image.open(tmp_path / "data/processed/camvid" / meta["manifest"][i]["mask"])) != 255).sum())
+                   for i in splits["test"])
+    models = ["smp_unet_r18", "tv_lraspp_mbv3", "mmseg_fastscnn"]
+    for m in models:
+        assert np.load(exp / "eval" / m / "fold0" / "confusion.npy").sum() == expected
+
+    summary = pd.read_csv(exp / "summary.csv")
+    assert sorted(summary["model"]) == sorted(models)
+    assert set(summary["library"]) == {"smp", "torchvision", "mmseg"}
+    for col in ("mIoU", "mDice", "mAcc", "aAcc", "fwIoU"):
+        assert summary[col].between(0, 1).all(), col
+    sj = json.loads((exp / "summary.json").read_text())
+    assert sj["best"]["model"] == summary.iloc[0]["model"]
+    assert 0 < sj["baseline"]["mIoU"] < 1
+    html = (exp / "report" / "index.html").read_text()
+    for m in models:
+        assert m in html
+    assert html.count("data:image/png;base64,") >= 5 and "http://" not in html and "https://" not in html
+    assert (exp / "best" / "model.safetensors").is_file()
+
+    # a second run does nothing
+    r2 = _run(SEGBENCH + ["run", *overrides, "--workdir", str(tmp_path), "--cores", "2"], REPO)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    assert "Nothing to be done" in r2.stdout + r2.stderr
+
+    # a report option re-renders the report and retrains nothing
+    r3 = _run(SEGBENCH + ["run", *overrides, "report.n_overlays=1", "--workdir", str(tmp_path), "--cores", "2", "--dry-run"], REPO)
+    out = r3.stdout + r3.stderr
+    assert r3.returncode == 0, out[-3000:]
+    assert "rule report:" in out or "localrule report:" in out
+    assert "rule train:" not in out and "rule evaluate:" not in out
+
+    # changing one model's config retrains that model only
+    r5 = _run(SEGBENCH + ["run", *overrides, "+model_overrides.smp_unet_r18.encoder=resnet34",
+                          "--workdir", str(tmp_path), "--cores", "2", "--dry-run"], REPO)
+    out5 = r5.stdout + r5.stderr
+    assert r5.returncode == 0, out5[-3000:]
+    assert "smp_unet_r18/fold0/model.safetensors" in out5
+    assert "tv_lraspp_mbv3/fold0/model.safetensors" not in out5 and "mmseg_fastscnn/fold0/model.safetensors" not in out5
+
+
+def test_bad_config_fails_before_anything_runs(tmp_path):
+    r = _run(SEGBENCH + ["run", "train.optimizer=rmsprop", "--workdir", str(tmp_path)], REPO)
+    assert r.returncode == 2
+    assert "train.optimizer" in r.stderr and "adamw, adam, sgd" in r.stderr
+    assert not (tmp_path / "results").exists()
