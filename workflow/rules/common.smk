@@ -2,6 +2,7 @@
 # Each step's slice of the config is written to results/<name>/configs/*.json, and rewritten only
 # when its content changes, so a job reruns only when what it depends on changed.
 import json
+import os
 from pathlib import Path
 
 from segbench import config as sb_config
@@ -28,6 +29,10 @@ for _key in ("dataset", "split", "train", "augment", "evaluate", "report"):
     write_if_changed(f"{CONF}/{_key}.json", sb_config.dump_json(JOBS[_key]))
 for _name, _mcfg in JOBS["models"].items():
     write_if_changed(f"{CONF}/models/{_name}.json", sb_config.dump_json(_mcfg))
+
+
+# Used only with --software-deployment-method conda; the default runs in the current environment.
+SEGBENCH_ENV = "../envs/segbench.yaml"
 
 
 wildcard_constraints:

@@ -8,7 +8,9 @@ rule convert:
     log:
         f"{RES}/logs/convert.log",
     params:
-        out=DS,
+        out=lambda wildcards, output: os.path.dirname(output[0]),
+    conda:
+        SEGBENCH_ENV
     shell:
         "segbench convert --config {input.cfg} --out {params.out} > {log} 2>&1"
 
@@ -21,6 +23,8 @@ rule validate:
         f"{DS}/validation.json",
     log:
         f"{RES}/logs/validate.log",
+    conda:
+        SEGBENCH_ENV
     shell:
         "segbench validate --dataset {input} --report {output} > {log} 2>&1"
 
@@ -35,5 +39,7 @@ rule split:
         f"{RES}/splits.json",
     log:
         f"{RES}/logs/split.log",
+    conda:
+        SEGBENCH_ENV
     shell:
         "segbench split --dataset {input.dataset} --config {input.cfg} --out {output} > {log} 2>&1"

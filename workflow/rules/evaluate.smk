@@ -14,10 +14,12 @@ rule evaluate:
     params:
         model="{model}",
         fold="{fold}",
-        ckpt=f"{RES}/models/{{model}}/fold{{fold}}",
-        out=f"{RES}/eval/{{model}}/fold{{fold}}",
+        ckpt=lambda wildcards, input: os.path.dirname(input.weights),
+        out=lambda wildcards, output: os.path.dirname(output.metrics),
     log:
         f"{RES}/logs/evaluate/{{model}}_fold{{fold}}.log",
+    conda:
+        SEGBENCH_ENV
     threads: workflow.cores
     resources:
         gpu=1,

@@ -13,11 +13,13 @@ rule aggregate:
         curves=f"{RES}/learning_curves.csv",
         best=f"{RES}/best/selection.json",
     params:
-        exp=RES,
-        ds=DS,
+        exp=lambda wildcards, output: os.path.dirname(output.summary),
+        ds=lambda wildcards, input: os.path.dirname(input.validation),
         folds=N_FOLDS,
     log:
         f"{RES}/logs/aggregate.log",
+    conda:
+        SEGBENCH_ENV
     shell:
         "segbench aggregate --experiment {params.exp} --dataset-dir {params.ds} --folds {params.folds}"
         " --model-configs {input.models} 2>&1 | tee {log}"
@@ -31,13 +33,16 @@ rule report:
         per_image=expand(f"{RES}/eval/{{model}}/fold{{fold}}/per_image.csv", model=MODELS, fold=FOLDS),
         predictions=expand(f"{RES}/eval/{{model}}/fold{{fold}}/predictions", model=MODELS, fold=FOLDS),
         cfg=f"{CONF}/report.json",
+        dataset=f"{DS}/dataset.json",
     output:
         REPORT,
     params:
-        exp=RES,
-        ds=DS,
+        exp=lambda wildcards, input: os.path.dirname(input.summary),
+        ds=lambda wildcards, input: os.path.dirname(input.dataset),
     log:
         f"{RES}/logs/report.log",
+    conda:
+        SEGBENCH_ENV
     shell:
         "segbench report --experiment {params.exp} --dataset-dir {params.ds} --config {input.cfg}"
         " --out {output} > {log} 2>&1"

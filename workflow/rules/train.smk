@@ -14,9 +14,11 @@ rule train:
     params:
         model="{model}",
         fold="{fold}",
-        out=f"{RES}/models/{{model}}/fold{{fold}}",
+        out=lambda wildcards, output: os.path.dirname(output.weights),
     log:
         f"{RES}/logs/train/{{model}}_fold{{fold}}.log",
+    conda:
+        SEGBENCH_ENV
     threads: workflow.cores
     resources:
         gpu=1,
