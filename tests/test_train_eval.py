@@ -78,3 +78,16 @@ def test_lr_schedules():
     assert poly(10) == pytest.approx(1.0) and poly(15) == pytest.approx(0.5)
     cos = lr_lambda({"scheduler": "cosine"}, total_steps=10, steps_per_epoch=5)
     assert cos(0) == pytest.approx(1.0) and cos(5) == pytest.approx(0.5)
+
+
+def test_bn_momentum_is_part_of_the_protocol():
+    from segbench.models import create_model
+    from segbench.train import set_bn_momentum
+
+    model = create_model("torchvision", num_classes=3, arch="lraspp_mobilenet_v3_large")
+    moms = {m.momentum for m in model.modules() if isinstance(m, __import__("torch").nn.BatchNorm2d)}
+    assert 0.01 in moms  # torchvision's own value, which collapses short trainings in eval mode
+    n = set_bn_momentum(model, 0.1)
+    assert n > 0
+    assert {m.momentum for m in model.modules() if isinstance(m, __import__("torch").nn.BatchNorm2d)} == {0.1}
+    assert set_bn_momentum(model, None) == 0

@@ -52,7 +52,8 @@ def validate_dataset(dataset_json: str | Path, report_path: str | Path | None = 
         "per_image": {id: [C] class pixel counts}}``.
 
     Raises:
-        DatasetError: listing every problem found (file + fix); no report is written then.
+        DatasetError: listing every problem found (file + fix); no report is written then, and an
+            existing one at ``report_path`` is removed.
     """
     dataset_json = Path(dataset_json)
     meta = load_dataset_json(dataset_json)
@@ -111,6 +112,8 @@ def validate_dataset(dataset_json: str | Path, report_path: str | Path | None = 
         ignored += int(counts[ignore]) if ignore < counts.size else 0
         per_image[sid] = counts[:n].tolist()
     if problems:
+        if report_path is not None:  # a stale report must not claim the dataset is valid
+            Path(report_path).unlink(missing_ok=True)
         raise DatasetError(problems, header=f"dataset '{meta['name']}' is not valid")
     report = {
         "ok": True,
