@@ -46,3 +46,19 @@ def test_write_if_changed_keeps_mtime(tmp_path):
     assert not write_if_changed(p, "x\n")
     assert p.stat().st_mtime_ns == mtime
     assert write_if_changed(p, "y\n") and p.read_text() == "y\n"
+
+
+def test_atomic_outputs_follow_the_umask(tmp_path):
+    import os
+
+    from segbench.io import atomic_dir
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "a.json", {})
+        with atomic_dir(tmp_path / "d") as d:
+            (d / "x").write_text("1")
+        assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+        assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+    finally:
+        os.umask(old)

@@ -18,6 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 __all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "write_if_changed", "sha256_file",
            "atomic_dir", "to_jsonable"]
 
@@ -35,6 +42,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs are shared (DVC, cluster)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -50,6 +58,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         if path.exists():

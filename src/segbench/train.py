@@ -24,6 +24,7 @@ import io
 import json
 import math
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -253,10 +254,13 @@ def train_model(dataset_json: str | Path, splits_json: str | Path, fold: int, mo
     best: dict[str, Any] = {}
     ckpt_dir = out_dir / "lightning"
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0)
+    # Lightning picks RichProgressBar when `rich` is installed, which prints nothing into a pipe (the
+    # workflow's `| tee` log); tqdm's bar works in both a terminal and a log file.
+    progress = L.pytorch.callbacks.TQDMProgressBar(refresh_rate=1 if sys.stdout.isatty() else 10)
     trainer = L.Trainer(
         max_epochs=int(train_cfg["epochs"]), accelerator=accelerator, devices=devices, precision=precision,
         gradient_clip_val=train_cfg.get("grad_clip"), logger=False, num_sanity_val_steps=0,
-        callbacks=[_history_callback(out_dir, rows, best, has_val=len(val_ids) > 0), checkpoint],
+        callbacks=[_history_callback(out_dir, rows, best, has_val=len(val_ids) > 0), checkpoint, progress],
         limit_val_batches=1.0 if val_ids else 0, deterministic="warn", enable_model_summary=False,
     )
     t0 = time.perf_counter()
