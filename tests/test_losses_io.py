@@ -56,6 +56,11 @@ def test_atomic_outputs_follow_the_umask(tmp_path):
     old = os.umask(0o022)
     try:
         atomic_write_json(tmp_path / "a.json", {})
+        with atomic_path(tmp_path / "b.bin") as t:  # a writer that replaces the temp file itself
+            t.unlink()
+            fd = os.open(t, os.O_WRONLY | os.O_CREAT, 0o600)
+            os.close(fd)
+        assert (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o644
         with atomic_dir(tmp_path / "d") as d:
             (d / "x").write_text("1")
         assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644

@@ -89,6 +89,39 @@ def test_workflow_end_to_end(tmp_path, camvid_subset):
     assert "tv_lraspp_mbv3/fold0/model.safetensors" not in out5 and "mmseg_fastscnn/fold0/model.safetensors" not in out5
 
 
+@pytest.mark.slow
+def test_dvc_repro_metrics_and_push(tmp_path, camvid_subset):
+    """dvc repro imports the raw data and runs the workflow; metrics are readable; push fills the remote."""
+    import shutil
+
+    proj = tmp_path / "proj"
+    shutil.copytree(REPO, proj, ignore=shutil.ignore_patterns(".venv", ".git", "results", "data", ".dvc-remote",
+                                                              "__pycache__", ".snakemake", "*.egg-info"))
+    (proj / "data").mkdir()
+    shared = tmp_path / "shared"
+    (shared / "data").mkdir(parents=True)
+    (shared / "data" / "camvid").symlink_to(camvid_subset)
+    (proj / "params.yaml").write_text(
+        "experiment: camvid_quick\n"
+        "overrides: \"'models=[tv_lraspp_mbv3]' train.epochs=1 train.image_size=[64,96] train.batch_size=4 --cores 2\"\n")
+    env = dict(os.environ, SEGBENCH_SHARED=str(shared), SEGBENCH_ROOT=str(proj), DVC_NO_ANALYTICS="1")
+    run = lambda *a: subprocess.run(list(a), cwd=proj, env=env, capture_output=True, text=True, timeout=1200)  # noqa: E731
+    assert run("git", "init", "-q").returncode == 0
+    dvc = [sys.executable, "-m", "dvc"]
+    r = run(*dvc, "repro")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert len(list((proj / "data/raw/camvid/CamVid/test").glob("*.png"))) == len(list((camvid_subset / "CamVid/test").glob("*.png")))
+    summary = json.loads((proj / "results/camvid_quick/summary.json").read_text())
+    assert [m["model"] for m in summary["models"]] == ["tv_lraspp_mbv3"]
+    r = run(*dvc, "metrics", "show", "--json")
+    assert r.returncode == 0 and "mIoU" in r.stdout
+    assert run(*dvc, "status").stdout.strip().endswith("up to date.")
+    r = run(*dvc, "push")
+    assert r.returncode == 0, r.stderr[-2000:]
+    pushed = [p for p in (proj / ".dvc-remote").rglob("*") if p.is_file()]
+    assert len(pushed) > 2 * len(list((camvid_subset / "CamVid").rglob("*.png")))  # raw data + results
+
+
 def test_constraints_pin_cpu_safe_torch():
     pins = dict(line.split("==", 1) for line in (REPO / "constraints.txt").read_text().splitlines()
                 if "==" in line and not line.startswith("#"))
