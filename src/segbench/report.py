@@ -70,6 +70,7 @@ def render_report(experiment_dir: str | Path, dataset_dir: str | Path, report_cf
         The HTML text.
     """
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -143,6 +144,8 @@ def render_report(experiment_dir: str | Path, dataset_dir: str | Path, report_cf
     sns.lineplot(data=lc, x="epoch", y="train_loss", hue="model", marker="o", ax=axes[0], errorbar=None)
     if lc["val_mIoU"].notna().any():
         sns.lineplot(data=lc, x="epoch", y="val_mIoU", hue="model", marker="o", ax=axes[1], errorbar=None)
+    for ax in axes:
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes[0].set_title("training loss")
     axes[1].set_title("validation mIoU")
     sections.append(f"<h2>Learning curves</h2><img src='{_png(fig)}' alt='learning curves'>")
