@@ -41,7 +41,6 @@ def build(num_classes: int, arch: str, encoder_weights: str | None = None, **kwa
     tv = import_torchvision()
     if arch not in _ARCHS:
         raise ValueError(f"unknown torchvision segmentation architecture '{arch}'; valid: {', '.join(_ARCHS)}")
-    kwargs.setdefault("aux_loss", None) if arch.startswith(("fcn", "deeplab")) else None
     net = getattr(tv.models.segmentation, arch)(weights=None, weights_backbone=None, num_classes=num_classes, **kwargs)
     if encoder_weights is not None:
         load_encoder_weights(net.backbone, Path(encoder_weights), prefixes=("backbone.", "features.", "module."))
