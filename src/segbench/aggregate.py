@@ -2,11 +2,16 @@
 
 Outputs in ``results/<experiment>/``:
 
-* ``summary.csv`` / ``summary.json``: one row per model, best first: ``rank, model, library,
-  architecture, parameters, folds, mIoU, mIoU_std, mDice, mAcc, aAcc, fwIoU, mIoU_image_avg,
-  time_ms_median, time_ms_p95, epoch_time_s, train_time_s``. Metric columns are dataset-level on the
-  test split, averaged over folds (``*_std``: standard deviation over folds, 0 with one fold).
+* ``summary.csv`` / ``summary.json``: one row per model, ranked by validation mIoU: ``rank, model,
+  library, architecture, parameters, folds, val_mIoU, mIoU, mIoU_std, mDice, mAcc, aAcc, fwIoU,
+  mIoU_image_avg, time_ms_median, time_ms_p95, epoch_time_s, train_time_s``. ``val_mIoU`` is the
+  best validation mIoU of training (mean over folds); the other metric columns are dataset-level on
+  the test split, averaged over folds (``*_std``: standard deviation over folds, 0 with one fold).
   ``summary.json`` adds the per-class IoU, the majority-class baseline and the selection.
+
+Selection never reads the test split: the best model has the highest validation mIoU, ties going to
+the model with fewer parameters. Without a validation set there is nothing honest to select on, so
+models are ranked by test mIoU and the selection says so (``selected_on: "test"``).
 * ``learning_curves.csv``: ``model, fold, epoch, train_loss, val_loss, val_mIoU`` (for ``dvc plots``).
 * ``best/``: the selected model's ``model.safetensors`` and ``model.json`` (its best fold),
   ``selection.json`` (how it was chosen) and a README.
@@ -92,6 +97,7 @@ def aggregate(experiment_dir: str | Path, models: dict[str, dict[str, Any]], n_f
             "architecture": arch,
             "parameters": folds[0][2]["parameters"],
             "folds": n_folds,
+            "val_mIoU": float(np.mean([np.nan if t.get("best_val_mIoU") is None else t["best_val_mIoU"] for _, _, t in folds])),
             "mIoU": float(np.mean(f("mIoU"))),
             "mIoU_std": float(np.std(f("mIoU"))),
             "mDice": float(np.mean(f("mDice"))),
@@ -105,8 +111,12 @@ def aggregate(experiment_dir: str | Path, models: dict[str, dict[str, Any]], n_f
             "train_time_s": float(np.sum([t["wall_time_s"] for _, _, t in folds])),
         })
         per_class[name] = np.nanmean(np.array([[np.nan if v is None else v for v in m["IoU"]] for _, m, _ in folds], dtype=float), axis=0).tolist()
-        best_fold[name] = max(folds, key=lambda x: -np.inf if x[1]["mIoU"] is None else x[1]["mIoU"])[0]
-    df = pd.DataFrame(rows).sort_values("mIoU", ascending=False, kind="stable").reset_index(drop=True)
+        # the fold whose weights go to best/: the best on validation (test is never looked at)
+        best_fold[name] = max(folds, key=lambda x: -np.inf if x[2].get("best_val_mIoU") is None else x[2]["best_val_mIoU"])[0]
+    df = pd.DataFrame(rows)
+    on_val = bool(df["val_mIoU"].notna().all())
+    key = "val_mIoU" if on_val else "mIoU"
+    df = df.sort_values([key, "parameters"], ascending=[False, True], kind="stable").reset_index(drop=True)
     df.insert(0, "rank", range(1, len(df) + 1))
     baseline = majority_baseline(validation, splits, classes)
     best = df.iloc[0]
@@ -114,9 +124,14 @@ def aggregate(experiment_dir: str | Path, models: dict[str, dict[str, Any]], n_f
         "model": best["model"],
         "library": best["library"],
         "fold": best_fold[best["model"]],
-        "criterion": "highest test mIoU (dataset-level, averaged over folds)",
+        "selected_on": "validation" if on_val else "test",
+        "criterion": ("highest validation mIoU (mean over folds; ties: fewer parameters); the test split is not used"
+                      if on_val else "highest test mIoU: there is no validation split, so this choice is biased "
+                      "towards the test set; set split.val_fraction > 0"),
+        "val_mIoU": best["val_mIoU"] if on_val else None,
         "mIoU": best["mIoU"],
         "runner_up": df.iloc[1]["model"] if len(df) > 1 else None,
+        "margin_val_mIoU": float(best["val_mIoU"] - df.iloc[1]["val_mIoU"]) if len(df) > 1 and on_val else None,
         "margin_mIoU": float(best["mIoU"] - df.iloc[1]["mIoU"]) if len(df) > 1 else None,
         "baseline_mIoU": baseline["mIoU"],
     }
@@ -141,8 +156,8 @@ def aggregate(experiment_dir: str | Path, models: dict[str, dict[str, Any]], n_f
         atomic_write_json(tmp / "selection.json", selection)
         atomic_write_text(tmp / "README.md", (
             f"# Best model of {exp.name}: {selection['model']} ({selection['library']})\n\n"
-            f"Selected by {selection['criterion']}: mIoU {selection['mIoU']:.4f}"
-            + (f", {selection['margin_mIoU']:+.4f} over {selection['runner_up']}" if selection["runner_up"] else "")
+            f"Selected by {selection['criterion']}. Test mIoU {selection['mIoU']:.4f}"
+            + (f" ({selection['margin_mIoU']:+.4f} against {selection['runner_up']})" if selection["runner_up"] else "")
             + f"; majority-class baseline {baseline['mIoU']:.4f}.\n\n"
             "Files: `model.safetensors` (weights), `model.json` (architecture, classes, input size, normalisation).\n\n"
             "Load it in Python:\n\n```python\nfrom segbench.evaluate import load_trained_model\n"

@@ -139,8 +139,9 @@ def _cmd_aggregate(args):
     models = {Path(p).stem: load_json(p) for p in args.model_configs}
     s = aggregate(args.experiment, models, args.folds, args.dataset_dir)
     for r in s["models"]:
-        print(f"{r['rank']}. {r['model']:<24} {r['library']:<12} mIoU {r['mIoU']:.4f}")
-    print(f"   majority-class baseline     mIoU {s['baseline']['mIoU']:.4f}")
+        print(f"{r['rank']}. {r['model']:<24} {r['library']:<12} val mIoU {r['val_mIoU']:.4f}  test mIoU {r['mIoU']:.4f}")
+    print(f"   majority-class baseline                          test mIoU {s['baseline']['mIoU']:.4f}")
+    print(f"selected: {s['best']['model']} ({s['best']['criterion']})")
     return 0
 
 

@@ -90,21 +90,24 @@ def render_report(experiment_dir: str | Path, dataset_dir: str | Path, report_cf
     sections: list[str] = []
 
     # verdict
-    verdict = (f"<p class='verdict'><b>Best model: {html.escape(best['model'])}</b> ({html.escape(best['library'])}), "
-               f"test mIoU {best['mIoU']:.3f}")
+    verdict = f"<p class='verdict'><b>Best model: {html.escape(best['model'])}</b> ({html.escape(best['library'])})"
+    if best.get("val_mIoU") is not None:
+        verdict += f", validation mIoU {best['val_mIoU']:.3f}"
+    verdict += f"; test mIoU {best['mIoU']:.3f}"
     if best.get("runner_up"):
-        verdict += f", {best['margin_mIoU']:+.3f} over the runner-up {html.escape(best['runner_up'])}"
+        verdict += f" ({best['margin_mIoU']:+.3f} against the runner-up {html.escape(best['runner_up'])} on test)"
     verdict += (f". Majority-class baseline (always '{html.escape(base['class'])}'): mIoU {base['mIoU']:.3f}. "
                 f"Selected by {html.escape(best['criterion'])}; {summary['test_images']} test images"
                 f"{', one fold: no spread over folds yet' if int(df['folds'].iloc[0]) == 1 else ''}.</p>")
     sections.append(verdict)
 
     # summary table
-    cols = ["rank", "model", "library", "architecture", "parameters", "mIoU", "mIoU_std", "mDice", "mAcc", "aAcc",
+    cols = ["rank", "model", "library", "architecture", "parameters", "val_mIoU", "mIoU", "mIoU_std", "mDice", "mAcc", "aAcc",
             "fwIoU", "mIoU_image_avg", "time_ms_median", "epoch_time_s"]
-    table = df[cols].rename(columns={"mIoU_image_avg": "mIoU (image-averaged)", "time_ms_median": "ms / image (median)",
+    table = df[cols].rename(columns={"val_mIoU": "val mIoU (selection)", "mIoU_image_avg": "mIoU (image-averaged)", "time_ms_median": "ms / image (median)",
                                      "epoch_time_s": "s / epoch", "mIoU_std": "mIoU std (folds)"})
-    sections.append("<h2>Summary (test split)</h2>" + table.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0)
+    sections.append("<h2>Summary</h2><p class='note'>Ranked by validation mIoU, on which the best model is "
+                    "selected; every other metric is measured once on the test split.</p>" + table.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0)
                     + "<p class='note'>Dataset-level metrics from one confusion matrix over all test pixels (ignore_index "
                       "excluded); classes absent from both prediction and ground truth are left out of means. "
                       "mAcc is the mean per-class recall, aAcc the pixel accuracy, fwIoU the frequency-weighted IoU.</p>")
