@@ -97,3 +97,112 @@ def test_against_torchmetrics_random(seed):
     np.testing.assert_allclose(np.array(r["IoU"])[present], iou_tm[present], rtol=0, atol=1e-6)
     np.testing.assert_allclose(np.array(r["Dice"])[present], f1_tm[present], rtol=0, atol=1e-6)
     assert r["mIoU"] == pytest.approx(iou_tm[present].mean(), abs=1e-6)
+
+
+# --- Boundary IoU -------------------------------------------------------------------------------
+
+def _band_scipy(mask, ratio):
+    """Independent formulation of the Boundary IoU band: d erosions by a 3x3 square, border = background."""
+    from scipy import ndimage
+
+    h, w = mask.shape
+    d = max(1, int(round(ratio * np.sqrt(h * h + w * w))))
+    eroded = ndimage.binary_erosion(mask, structure=np.ones((3, 3), bool), iterations=d, border_value=0)
+    return mask & ~eroded
+
+
+def test_boundary_band_hand_cases():
+    from segbench.metrics import boundary_band
+
+    sq = np.zeros((6, 6), bool)
+    sq[1:5, 1:5] = True
+    assert boundary_band(sq, 0.1).sum() == 12  # d = 1: ring of a 4x4 square
+    full = np.ones((10, 10), bool)
+    band = boundary_band(full, 0.05)  # d = 1: the image border counts as background
+    assert band.sum() == 36 and not band[1:9, 1:9].any()
+    assert boundary_band(np.zeros((5, 5), bool)).sum() == 0
+
+
+@pytest.mark.parametrize("shape,ratio", [((60, 80), 0.02), ((97, 131), 0.02), ((50, 50), 0.1)])
+def test_boundary_band_matches_independent_erosion(shape, ratio):
+    from scipy import ndimage
+
+    from segbench.metrics import boundary_band
+
+    rng = np.random.default_rng(sum(shape))
+    blobs = ndimage.gaussian_filter(rng.random(shape), 3) > 0.5
+    np.testing.assert_array_equal(boundary_band(blobs, ratio), _band_scipy(blobs, ratio))
+
+
+def test_boundary_iou_counts():
+    from scipy import ndimage
+
+    from segbench.metrics import boundary_iou, boundary_iou_counts
+
+    rng = np.random.default_rng(0)
+    t = (ndimage.gaussian_filter(rng.random((90, 120)), 4) * 30).astype(np.int64) % 3
+    inter, union = boundary_iou_counts(t, t, 4)
+    r = boundary_iou(inter, union)
+    assert r["BoundaryIoU"][:3] == [1.0, 1.0, 1.0] and math.isnan(r["BoundaryIoU"][3]) and r["mBoundaryIoU"] == 1.0
+    shifted = np.roll(t, 3, axis=1)
+    inter2, union2 = boundary_iou_counts(t, shifted, 4)
+    assert (inter2[:3] < union2[:3]).all()
+    # the same counts from the independent band formulation
+    for c in range(3):
+        g, p = _band_scipy(t == c, 0.02), _band_scipy(shifted == c, 0.02)
+        assert inter2[c] == (g & p).sum() and union2[c] == (g | p).sum()
+    # ignored pixels never count
+    t_ign = t.copy()
+    t_ign[:, :60] = 255
+    inter3, union3 = boundary_iou_counts(t_ign, shifted, 4)
+    assert union3.sum() < union2.sum()
+    g0 = _band_scipy(t_ign == 0, 0.02) & (t_ign != 255)
+    p0 = _band_scipy(shifted == 0, 0.02) & (t_ign != 255)
+    assert union3[0] == (g0 | p0).sum()
+
+
+# --- MMSegmentation's IoUMetric on the same predictions ------------------------------------------
+
+def _mmseg_metrics(targets, preds, num_classes, ignore_index=255):
+    from segbench._compat import ensure_mmcv_ext
+
+    ensure_mmcv_ext()
+    from mmseg.evaluation.metrics import IoUMetric
+
+    areas = [IoUMetric.intersect_and_union(torch.from_numpy(p), torch.from_numpy(t), num_classes, ignore_index)
+             for t, p in zip(targets, preds)]
+    # mmseg accumulates float32 areas; they are exact integers here (< 2**24), so in float64 its
+    # formulas can be compared with ours to 1e-9
+    totals = [sum(a[i] for a in areas).double() for i in range(4)]
+    return totals, IoUMetric.total_area_to_metrics(*totals, metrics=["mIoU", "mDice"])
+
+
+@pytest.mark.parametrize("case", ["random", "absent_classes", "all_ignore_image", "one_class_only"])
+def test_against_mmseg_iou_metric(case):
+    rng = np.random.default_rng(7)
+    C = 5
+    targets = [rng.integers(0, C, size=(24, 32)) for _ in range(4)]
+    preds = [rng.integers(0, C, size=(24, 32)) for _ in range(4)]
+    for t in targets:
+        t[rng.random(t.shape) < 0.1] = 255
+    if case == "absent_classes":  # class 4 nowhere, class 3 only predicted
+        targets = [np.where(t >= 3, 0, t) for t in targets]
+        preds = [np.where(p == 4, 1, p) for p in preds]
+    elif case == "all_ignore_image":
+        targets[1][:] = 255
+    elif case == "one_class_only":
+        targets = [np.where(t == 255, 255, 2) for t in targets]
+        preds = [np.full_like(p, 2) for p in preds]
+    cm = sum(confusion_matrix(t, p, C) for t, p in zip(targets, preds))
+    ours = metrics_from_confusion(cm)
+    (inter, union, pred_area, label_area), mm = _mmseg_metrics(targets, preds, C)
+    tp, fp, fn = (np.array(ours[k]) for k in ("TP", "FP", "FN"))
+    np.testing.assert_array_equal(inter.numpy(), tp)
+    np.testing.assert_array_equal(union.numpy(), tp + fp + fn)
+    np.testing.assert_array_equal(pred_area.numpy(), tp + fp)
+    np.testing.assert_array_equal(label_area.numpy(), tp + fn)
+    np.testing.assert_allclose(ours["IoU"], mm["IoU"], rtol=0, atol=1e-9, equal_nan=True)
+    np.testing.assert_allclose(ours["Dice"], mm["Dice"], rtol=0, atol=1e-9, equal_nan=True)
+    np.testing.assert_allclose(ours["Acc"], mm["Acc"], rtol=0, atol=1e-9, equal_nan=True)
+    assert ours["aAcc"] == pytest.approx(float(mm["aAcc"]), abs=1e-9)
+    assert ours["mIoU"] == pytest.approx(float(np.nanmean(mm["IoU"])), abs=1e-9)
