@@ -4,7 +4,7 @@ Outputs in ``results/<experiment>/``:
 
 * ``summary.csv`` / ``summary.json``: one row per model, ranked by validation mIoU: ``rank, model,
   library, architecture, parameters, folds, val_mIoU, mIoU, mIoU_std, mDice, mAcc, aAcc, fwIoU,
-  mIoU_image_avg, time_ms_median, time_ms_p95, epoch_time_s, train_time_s``. ``val_mIoU`` is the
+  mBoundaryIoU, mIoU_image_avg, time_ms_median, time_ms_p95, epoch_time_s, train_time_s``. ``val_mIoU`` is the
   best validation mIoU of training (mean over folds); the other metric columns are dataset-level on
   the test split, averaged over folds (``*_std``: standard deviation over folds, 0 with one fold).
   ``summary.json`` adds the per-class IoU, the majority-class baseline and the selection.
@@ -104,6 +104,7 @@ def aggregate(experiment_dir: str | Path, models: dict[str, dict[str, Any]], n_f
             "mAcc": float(np.mean(f("mAcc"))),
             "aAcc": float(np.mean(f("aAcc"))),
             "fwIoU": float(np.mean(f("fwIoU"))),
+            "mBoundaryIoU": float(np.mean(f("mBoundaryIoU"))),
             "mIoU_image_avg": float(np.mean([m["image_averaged"]["mIoU"] for _, m, _ in folds])),
             "time_ms_median": float(np.mean(f("time_ms_median"))),
             "time_ms_p95": float(np.mean(f("time_ms_p95"))),

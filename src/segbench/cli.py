@@ -4,6 +4,7 @@ workflow's steps, each runnable alone (the Snakemake rules call them).
     segbench run experiment=camvid_quick [Hydra overrides ...] [--cores N] [--dry-run]
     segbench config experiment=camvid_quick ...      print the composed, validated config
     segbench models                                  list the model configs (library, name, parameters)
+    segbench predict --model results/<exp>/best photo.jpg -o photo_mask.png    segment images
     segbench convert | validate | split | train | evaluate | aggregate | report   (workflow steps)
 """
 
@@ -154,6 +155,21 @@ def _cmd_report(args):
     return 0
 
 
+def _cmd_predict(args):
+    from .predict import ImageInputError, predict_files
+
+    inference = {"mode": args.mode, "scale": args.scale, "overlap": args.overlap, "blend": args.blend, "flip": args.flip,
+                 "crop": args.crop, "batch_size": args.batch_size}
+    try:
+        recs = predict_files(args.model, args.images, args.output, inference, device=args.device)
+    except ImageInputError as err:
+        print(f"segbench predict: error: {err}", file=sys.stderr)
+        return 2
+    for r in recs:
+        print(f"{r['image']} -> {r['mask']} ({r['width']}x{r['height']}, {r['time_ms']:.0f} ms)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="segbench", description="Compare semantic-segmentation models fairly on your data.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -174,6 +190,21 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list the model configs: library, name, parameter count")
     m.add_argument("--num-classes", type=int, default=11)
     m.set_defaults(fn=_cmd_models)
+
+    s = sub.add_parser("predict", help="segment images with a trained model: index masks and overlays")
+    s.add_argument("images", nargs="+", help="image files and/or folders")
+    s.add_argument("--model", required=True, help="results/<experiment>/best, or models/<model>/fold<k>")
+    s.add_argument("-o", "--output", required=True, help="output folder (or, for one image, the mask's .png path)")
+    s.add_argument("--mode", default="resize", choices=["resize", "whole", "slide"],
+                   help="resize (as evaluated; default), whole image, or sliding window (large images)")
+    s.add_argument("--scale", type=float, default=1.0, help="whole/slide: rescale the image first")
+    s.add_argument("--crop", type=int, nargs=2, default=None, metavar=("H", "W"), help="slide: window size (default: training size)")
+    s.add_argument("--overlap", type=float, default=0.5, help="slide: overlap fraction (default 0.5)")
+    s.add_argument("--blend", default="mean", choices=["mean", "gaussian"])
+    s.add_argument("--flip", action="store_true", help="flip test-time augmentation")
+    s.add_argument("--batch-size", type=int, default=4)
+    s.add_argument("--device", default="auto")
+    s.set_defaults(fn=_cmd_predict)
 
     s = sub.add_parser("import-raw", help="copy a raw dataset into the project (DVC's raw-data stage)")
     s.add_argument("--src", default=None, help="raw dataset folder (default: $SEGBENCH_SHARED/data/camvid)")

@@ -1,15 +1,19 @@
 """Evaluate one trained model on the test split with segbench's one metric implementation.
 
-Inference (``mode: resize``): each test image is resized to the training size, the logits are
-resized bilinearly back to the image's own size and the argmax is compared with the full-resolution
-mask, so every model is scored on the same pixels whatever its internal stride.
+Inference (:mod:`segbench.inference`; default ``mode: resize``): each test image is resized to the
+training size, the logits are resized bilinearly back to the image's own size and the argmax is
+compared with the full-resolution mask, so every model is scored on the same pixels whatever its
+internal stride. ``whole`` and ``slide`` (with ``scale``, ``overlap``, ``blend``) and ``flip`` test-time
+augmentation are available from the evaluate config.
 
 Outputs in ``out_dir``:
 
 * ``confusion.npy``: int64[C, C] dataset-level confusion matrix (rows = ground truth);
-* ``metrics.json``: :func:`segbench.metrics.metrics_from_confusion` of it, class names, the
-  image-averaged means, the number of evaluated pixels and images, timing per image (ms);
-* ``per_image.csv``: one row per test image: ``id, mIoU, mDice, aAcc, pixels, time_ms``;
+* ``metrics.json``: :func:`segbench.metrics.metrics_from_confusion` of it, per-class Boundary IoU
+  and ``mBoundaryIoU``, class names, the image-averaged means, the number of evaluated pixels and
+  images, time per image (median and p95, ms; wall clock including the resize back) and the peak GPU
+  memory (MiB, on a GPU);
+* ``per_image.csv``: one row per test image: ``id, mIoU, mDice, aAcc, mBoundaryIoU, pixels, time_ms``;
 * ``predictions/<id>.png``: predicted masks of the first ``save_predictions`` test ids (sorted), for
   the report's overlays.
 """
@@ -26,12 +30,23 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from .data.dataset import build_transform, read_image, read_mask
+from .data.dataset import read_image, read_mask
+from .inference import InferenceConfig, segment
 from .io import atomic_dir, atomic_path, atomic_write_json
-from .metrics import MEAN_METRICS, confusion_matrix, metrics_from_confusion
+from .metrics import MEAN_METRICS, boundary_iou, boundary_iou_counts, confusion_matrix, metrics_from_confusion
 from .models import create_model
 
-__all__ = ["load_trained_model", "predict_image", "evaluate_model"]
+__all__ = ["load_trained_model", "evaluate_model", "device_of"]
+
+
+def device_of(device_cfg: str) -> str:
+    """torch device string for segbench's ``device`` setting (auto | cpu | cuda | cuda:K | mps)."""
+    from .train import resolve_device
+
+    accel, devices = resolve_device(device_cfg)
+    if accel == "gpu":
+        return f"cuda:{devices[0]}" if isinstance(devices, list) else "cuda"
+    return accel
 
 
 def load_trained_model(ckpt_dir: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -56,17 +71,6 @@ def load_trained_model(ckpt_dir: str | Path, device: str = "cpu") -> tuple[torch
     return model.to(device).eval(), info
 
 
-@torch.inference_mode()
-def predict_image(model: torch.nn.Module, image: np.ndarray, transform, device: str = "cpu") -> np.ndarray:
-    """Predict class indices ``int64[H, W]`` for one ``uint8[H, W, 3]`` image at its own resolution."""
-    h, w = image.shape[:2]
-    x = transform(image=image)["image"]
-    x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))).unsqueeze(0).float().to(device)
-    logits = model(x)
-    logits = torch.nn.functional.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-    return logits.argmax(1)[0].cpu().numpy().astype(np.int64)
-
-
 def evaluate_model(ckpt_dir: str | Path, dataset_json: str | Path, splits_json: str | Path, eval_cfg: dict[str, Any],
                    out_dir: str | Path, threads: int | None = None) -> dict[str, Any]:
     """Evaluate the model in ``ckpt_dir`` on the test ids of ``splits.json``; write the files above.
@@ -75,7 +79,8 @@ def evaluate_model(ckpt_dir: str | Path, dataset_json: str | Path, splits_json: 
         ckpt_dir: ``results/<experiment>/models/<model>/fold<k>``.
         dataset_json: the canonical dataset's ``dataset.json``.
         splits_json: ``splits.json`` (its ``test`` list is evaluated).
-        eval_cfg: ``{"device", "save_predictions", "image_size", "normalize"}``.
+        eval_cfg: ``{"device", "save_predictions", "mode", "scale", "overlap", "blend", "flip", ...}``
+            (see :class:`segbench.inference.InferenceConfig`).
         out_dir: ``results/<experiment>/eval/<model>/fold<k>``.
 
     Returns:
@@ -86,12 +91,7 @@ def evaluate_model(ckpt_dir: str | Path, dataset_json: str | Path, splits_json: 
     """
     if threads:
         torch.set_num_threads(int(threads))
-    from .train import resolve_device
-
-    accel, devices = resolve_device(eval_cfg.get("device", "auto"))
-    device = "cuda" if accel == "gpu" else accel
-    if accel == "gpu" and isinstance(devices, list):
-        device = f"cuda:{devices[0]}"
+    device = device_of(eval_cfg.get("device", "auto"))
     model, info = load_trained_model(ckpt_dir, device)
     meta = json.loads(Path(dataset_json).read_text())
     test_ids = json.loads(Path(splits_json).read_text())["test"]
@@ -100,8 +100,11 @@ def evaluate_model(ckpt_dir: str | Path, dataset_json: str | Path, splits_json: 
     root = Path(dataset_json).parent
     n = info["num_classes"]
     ignore = info["ignore_index"]
-    transform = build_transform({"train": [], "normalize": info.get("normalize") or eval_cfg.get("normalize")},
-                                info["image_size"], train=False)
+    infer = InferenceConfig.from_dict(eval_cfg, info["image_size"], info.get("normalize") or eval_cfg.get("normalize"))
+    b_inter = np.zeros(n, np.int64)
+    b_union = np.zeros(n, np.int64)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(device)
     keep = set(sorted(test_ids)[: int(eval_cfg.get("save_predictions", 0))])
     total = np.zeros((n, n), dtype=np.int64)
     rows = []
@@ -114,26 +117,33 @@ def evaluate_model(ckpt_dir: str | Path, dataset_json: str | Path, splits_json: 
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            pred = predict_image(model, image, transform, device)
+            pred = segment(model, image, infer, device)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
             dt = (time.perf_counter() - t0) * 1000
             cm = confusion_matrix(target, pred, n, ignore)
             total += cm
             m = metrics_from_confusion(cm)
+            bi, bu = boundary_iou_counts(target, pred, n, ignore)
+            b_inter += bi
+            b_union += bu
             rows.append({"id": sid, "mIoU": m["mIoU"], "mDice": m["mDice"], "aAcc": m["aAcc"],
-                         "pixels": int(cm.sum()), "time_ms": dt})
+                         "mBoundaryIoU": boundary_iou(bi, bu)["mBoundaryIoU"], "pixels": int(cm.sum()), "time_ms": dt})
             if sid in keep:
                 Image.fromarray(pred.astype(np.uint8 if n <= 256 else np.uint16)).save(pred_dir / f"{sid}.png")
     per_image = pd.DataFrame(rows)
     result = metrics_from_confusion(total, background=meta.get("background"))
+    result.update(boundary_iou(b_inter, b_union))
     result.update({
         "classes": [c["name"] for c in meta["classes"]],
-        "image_averaged": {k: float(per_image[k].mean()) for k in ("mIoU", "mDice", "aAcc")},
+        "image_averaged": {k: float(per_image[k].mean()) for k in ("mIoU", "mDice", "aAcc", "mBoundaryIoU")},
         "num_images": len(test_ids),
         "num_pixels": int(total.sum()),
         "time_ms_median": float(per_image["time_ms"].median()),
         "time_ms_p95": float(per_image["time_ms"].quantile(0.95)),
+        "peak_gpu_memory_mib": (torch.cuda.max_memory_allocated(device) / 2**20) if device.startswith("cuda") else None,
         "device": device,
-        "inference_mode": eval_cfg.get("mode", "resize"),
+        "inference": {k: getattr(infer, k) for k in ("mode", "scale", "overlap", "blend", "flip")},
         "model": info["model"].get("name"),
         "library": info["model"]["library"],
         "fold": info.get("fold"),

@@ -103,14 +103,18 @@ def render_report(experiment_dir: str | Path, dataset_dir: str | Path, report_cf
 
     # summary table
     cols = ["rank", "model", "library", "architecture", "parameters", "val_mIoU", "mIoU", "mIoU_std", "mDice", "mAcc", "aAcc",
-            "fwIoU", "mIoU_image_avg", "time_ms_median", "epoch_time_s"]
-    table = df[cols].rename(columns={"val_mIoU": "val mIoU (selection)", "mIoU_image_avg": "mIoU (image-averaged)", "time_ms_median": "ms / image (median)",
+            "fwIoU", "mBoundaryIoU", "mIoU_image_avg", "time_ms_median", "time_ms_p95", "epoch_time_s"]
+    cols = [c for c in cols if c in df.columns]
+    table = df[cols].rename(columns={"val_mIoU": "val mIoU (selection)", "mIoU_image_avg": "mIoU (image-averaged)", "time_ms_median": "ms / image (median)", "time_ms_p95": "ms / image (p95)",
+                                     "mBoundaryIoU": "Boundary IoU",
                                      "epoch_time_s": "s / epoch", "mIoU_std": "mIoU std (folds)"})
     sections.append("<h2>Summary</h2><p class='note'>Ranked by validation mIoU, on which the best model is "
                     "selected; every other metric is measured once on the test split.</p>" + table.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0)
                     + "<p class='note'>Dataset-level metrics from one confusion matrix over all test pixels (ignore_index "
                       "excluded); classes absent from both prediction and ground truth are left out of means. "
-                      "mAcc is the mean per-class recall, aAcc the pixel accuracy, fwIoU the frequency-weighted IoU.</p>")
+                      "mAcc is the mean per-class recall, aAcc the pixel accuracy, fwIoU the frequency-weighted IoU, "
+                      "Boundary IoU (Cheng et al., CVPR 2021) the IoU of the 2%-of-diagonal bands along each class's "
+                      "boundaries. Times are wall-clock per test image on the evaluation device, including resizing.</p>")
 
     fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(df)))
     sns.barplot(data=df, y="model", x="mIoU", hue="library", dodge=False, ax=ax, order=order)
@@ -118,6 +122,17 @@ def render_report(experiment_dir: str | Path, dataset_dir: str | Path, report_cf
     ax.legend(loc="lower right", fontsize=8)
     ax.set_xlim(0, 1)
     sections.append(f"<img src='{_png(fig)}' alt='mIoU per model'>")
+
+    # speed against accuracy
+    if "time_ms_median" in df.columns:
+        fig, ax = plt.subplots(figsize=(6.5, 3.6))
+        sns.scatterplot(data=df, x="time_ms_median", y="mIoU", hue="library", size="parameters", sizes=(40, 300), ax=ax, legend="brief")
+        for _, r in df.iterrows():
+            ax.annotate(r["model"], (r["time_ms_median"], r["mIoU"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        ax.set_xlabel("ms per test image (median)")
+        ax.set_ylabel("test mIoU")
+        ax.legend(fontsize=7, loc="best")
+        sections.append(f"<h2>Speed against accuracy</h2><img src='{_png(fig)}' alt='speed against accuracy'>")
 
     # per-class IoU
     pc = pd.DataFrame(summary["per_class_IoU"], index=classes).T.loc[order]
