@@ -230,8 +230,9 @@ def segment(model: torch.nn.Module, image: np.ndarray, cfg: InferenceConfig, dev
         # rows before the next window row start are final
         done = (ys[i + 1] - y0) if i + 1 < len(ys) else min(ch, hs - y0)
         labels[y0 : y0 + done] = (acc[:, :done, :ws] / np.maximum(wacc[:done, :ws], 1e-12)).argmax(0)
-        acc = np.roll(acc, -done, axis=1)
+        if done < ch:  # shift the unfinished rows to the top of the buffer, in place
+            acc[:, : ch - done] = acc[:, done:]
+            wacc[: ch - done] = wacc[done:]
         acc[:, ch - done :] = 0
-        wacc = np.roll(wacc, -done, axis=0)
         wacc[ch - done :] = 0
     return _resize_labels(labels, H, W)

@@ -97,26 +97,29 @@ def confusion_matrix(target: Any, pred: Any, num_classes: int, ignore_index: int
     p = _to_numpy(pred, "pred")
     if t.shape != p.shape:
         raise ValueError(f"target and pred must have the same shape, got {t.shape} and {p.shape}")
-    t = t.reshape(-1).astype(np.int64, copy=False)
-    p = p.reshape(-1).astype(np.int64, copy=False)
+    t = t.reshape(-1)
+    p = p.reshape(-1)
     if ignore_index is not None:
         keep = t != ignore_index
         if not keep.all():
             t = t[keep]
             p = p[keep]
     if t.size:
-        bad_t = (t < 0) | (t >= num_classes)
-        if bad_t.any():
-            vals = np.unique(t[bad_t])[:10].tolist()
+        # range checks by min/max: one pass each, no boolean temporaries
+        if int(t.min()) < 0 or int(t.max()) >= num_classes:
+            bad = t[(t < 0) | (t >= num_classes)]
+            vals = np.unique(bad)[:10].tolist()
             raise ValueError(
                 f"target holds values {vals} outside [0, {num_classes}) that are not ignore_index={ignore_index}; "
                 f"check the dataset's class list or its ignore_index"
             )
-        bad_p = (p < 0) | (p >= num_classes)
-        if bad_p.any():
-            vals = np.unique(p[bad_p])[:10].tolist()
+        if int(p.min()) < 0 or int(p.max()) >= num_classes:
+            vals = np.unique(p[(p < 0) | (p >= num_classes)])[:10].tolist()
             raise ValueError(f"pred holds values {vals} outside [0, {num_classes})")
-    counts = np.bincount(t * num_classes + p, minlength=num_classes * num_classes)
+    idx = t.astype(np.int64)  # always a fresh array: safe to modify in place
+    idx *= num_classes
+    idx += p
+    counts = np.bincount(idx, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes).astype(np.int64, copy=False)
 
 

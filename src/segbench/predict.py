@@ -124,8 +124,11 @@ def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], out: str 
         mask_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(mask_path) as tmp:
             Image.fromarray(labels).save(tmp, format="PNG")
+        import cv2
+
         colours = pal[np.minimum(labels, len(pal) - 1)]
-        overlay = ((1 - alpha) * image + alpha * colours).astype(np.uint8)
+        overlay = cv2.addWeighted(image, 1 - alpha, colours, alpha, 0)  # uint8 throughout: no float copies
+        del colours
         with atomic_path(overlay_path) as tmp:
             Image.fromarray(overlay).save(tmp, format="JPEG", quality=90)
         records.append({"image": str(f), "mask": str(mask_path), "overlay": str(overlay_path),
