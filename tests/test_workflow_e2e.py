@@ -57,15 +57,17 @@ def test_workflow_end_to_end(tmp_path, camvid_subset):
     summary = pd.read_csv(exp / "summary.csv")
     assert sorted(summary["model"]) == sorted(models)
     assert set(summary["library"]) == {"smp", "torchvision", "mmseg"}
-    for col in ("mIoU", "mDice", "mAcc", "aAcc", "fwIoU"):
+    for col in ("mIoU", "mDice", "mAcc", "aAcc", "fwIoU", "mBoundaryIoU", "val_mIoU"):
         assert summary[col].between(0, 1).all(), col
+    assert (summary["time_ms_median"] > 0).all() and (summary["time_ms_p95"] >= summary["time_ms_median"]).all()
     sj = json.loads((exp / "summary.json").read_text())
     assert sj["best"]["model"] == summary.iloc[0]["model"]
     assert 0 < sj["baseline"]["mIoU"] < 1
     html = (exp / "report" / "index.html").read_text()
     for m in models:
         assert m in html
-    assert html.count("data:image/png;base64,") >= 5 and "http://" not in html and "https://" not in html
+    assert html.count("data:image/png;base64,") >= 6 and "http://" not in html and "https://" not in html
+    assert "Boundary IoU" in html and "ms / image (median)" in html and "Speed against accuracy" in html
     assert (exp / "best" / "model.safetensors").is_file()
 
     # a second run does nothing

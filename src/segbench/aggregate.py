@@ -4,7 +4,8 @@ Outputs in ``results/<experiment>/``:
 
 * ``summary.csv`` / ``summary.json``: one row per model, ranked by validation mIoU: ``rank, model,
   library, architecture, parameters, folds, val_mIoU, mIoU, mIoU_std, mDice, mAcc, aAcc, fwIoU,
-  mBoundaryIoU, mIoU_image_avg, time_ms_median, time_ms_p95, epoch_time_s, train_time_s``. ``val_mIoU`` is the
+  mBoundaryIoU, mIoU_image_avg, time_ms_median, time_ms_p95, peak_gpu_memory_mib (empty on CPU),
+  epoch_time_s, train_time_s``. ``val_mIoU`` is the
   best validation mIoU of training (mean over folds); the other metric columns are dataset-level on
   the test split, averaged over folds (``*_std``: standard deviation over folds, 0 with one fold).
   ``summary.json`` adds the per-class IoU, the majority-class baseline and the selection.
@@ -108,6 +109,7 @@ def aggregate(experiment_dir: str | Path, models: dict[str, dict[str, Any]], n_f
             "mIoU_image_avg": float(np.mean([m["image_averaged"]["mIoU"] for _, m, _ in folds])),
             "time_ms_median": float(np.mean(f("time_ms_median"))),
             "time_ms_p95": float(np.mean(f("time_ms_p95"))),
+            "peak_gpu_memory_mib": float(np.nanmax(f("peak_gpu_memory_mib"))) if np.isfinite(f("peak_gpu_memory_mib")).any() else float("nan"),
             "epoch_time_s": float(np.mean([t["epoch_time_s_median"] for _, _, t in folds])),
             "train_time_s": float(np.sum([t["wall_time_s"] for _, _, t in folds])),
         })
