@@ -206,3 +206,24 @@ def test_against_mmseg_iou_metric(case):
     np.testing.assert_allclose(ours["Acc"], mm["Acc"], rtol=0, atol=1e-9, equal_nan=True)
     assert ours["aAcc"] == pytest.approx(float(mm["aAcc"]), abs=1e-9)
     assert ours["mIoU"] == pytest.approx(float(np.nanmean(mm["IoU"])), abs=1e-9)
+
+
+def test_miou_as_other_libraries():
+    from segmentation_models_pytorch.metrics import get_stats, iou_score
+
+    from segbench.metrics import miou_as
+
+    rng = np.random.default_rng(3)
+    C = 6
+    t = rng.integers(0, C - 2, size=(2, 20, 20))  # classes 4 and 5 never in the ground truth ...
+    p = np.where(rng.random(t.shape) < 0.8, t, rng.integers(0, C - 1, size=t.shape))  # ... 4 predicted, 5 never
+    M = confusion_matrix(t, p, C)
+    tm = MulticlassJaccardIndex(C, average="macro")(torch.from_numpy(p), torch.from_numpy(t)).item()
+    assert miou_as(M, "torchmetrics") == pytest.approx(tm, abs=1e-6) == pytest.approx(miou_as(M, "segbench"))
+    tp, fp, fn, tn = get_stats(torch.from_numpy(p), torch.from_numpy(t), mode="multiclass", num_classes=C)
+    smp_default = iou_score(tp, fp, fn, tn, reduction="macro").item()  # default zero_division=1.0: absent -> 1
+    assert miou_as(M, "smp") == pytest.approx(smp_default, abs=1e-6)
+    assert miou_as(M, "smp_zero_division_0") == pytest.approx(iou_score(tp, fp, fn, tn, reduction="macro", zero_division=0).item(), abs=1e-6)
+    assert miou_as(M, "paddleseg") < miou_as(M, "segbench") < miou_as(M, "smp")
+    with pytest.raises(ValueError, match="paddleseg"):
+        miou_as(M, "detectron")

@@ -13,7 +13,8 @@ Conventions (DESIGN.md section 6; the same as MMSegmentation's ``IoUMetric``):
 
 * A class with ``TP + FP + FN = 0`` (absent from both ground truth and prediction) gets NaN and is
   left out of every mean, as MMSegmentation, fastai and nnU-Net do. segmentation-models-pytorch's
-  default ``zero_division=1`` would count it as 1 and PaddleSeg as 0; both inflate or deflate the mean.
+  ``iou_score`` (default ``zero_division=1.0``) counts it as 1 and PaddleSeg as 0; they inflate or
+  deflate the mean (:func:`miou_as` reproduces both).
 * ``mIoU``, ``mDice``, ``mAcc`` = NaN-mean over classes; ``aAcc = trace(M) / sum(M)`` (pixel
   accuracy); ``fwIoU = sum_c (G_c / sum(G)) IoU_c`` with ``G_c`` the ground-truth pixels of class c
   (Long et al., "Fully Convolutional Networks for Semantic Segmentation", CVPR 2015, section 5).
@@ -46,6 +47,7 @@ __all__ = [
     "boundary_band",
     "boundary_iou_counts",
     "boundary_iou",
+    "miou_as",
 ]
 
 #: Names of the scalar metrics returned by :func:`metrics_from_confusion`, in display order.
@@ -318,3 +320,42 @@ def boundary_iou(intersection: Any, union: Any) -> dict[str, Any]:
     uni = np.asarray(union, dtype=np.float64)
     biou = _safe_div(inter, uni)
     return {"BoundaryIoU": biou.tolist(), "mBoundaryIoU": _nanmean(biou)}
+
+
+#: dataset-level conventions :func:`miou_as` reproduces (see docs/metrics.md)
+CONVENTIONS = {
+    "segbench": "NaN-mean over classes present in ground truth or prediction",
+    "mmseg": "IoUMetric: np.nanmean, absent classes NaN (same as segbench)",
+    "torchmetrics": "MulticlassJaccardIndex(average='macro'): absent classes weight 0 (same as segbench)",
+    "fastai": "JaccardCoeffMulti: mean over classes with a non-zero union (same as segbench)",
+    "paddleseg": "metrics.mean_iou: absent classes count as 0 in a plain mean",
+    "smp": "smp.metrics.iou_score(reduction='macro'), whose default zero_division=1.0 counts absent classes as 1",
+    "smp_zero_division_0": "smp.metrics.iou_score(reduction='macro', zero_division=0): absent -> 0",
+}
+
+
+def miou_as(matrix: Any, convention: str) -> float:
+    """The dataset-level mIoU another library would report for the same confusion matrix.
+
+    Args:
+        matrix: ``int[C, C]`` confusion matrix (rows = ground truth).
+        convention: one of :data:`CONVENTIONS` (``segbench``, ``mmseg``, ``torchmetrics``, ``fastai``,
+            ``paddleseg``, ``smp``, ``smp_zero_division_0``). Image-wise conventions (nnU-Net,
+            SMP's ``*-imagewise``) need per-image matrices: apply this to each and average.
+
+    Raises:
+        ValueError: unknown convention (lists the valid ones).
+
+    Example:
+        >>> M = [[5, 1, 0], [0, 4, 0], [0, 0, 0]]          # class 2 absent everywhere
+        >>> round(miou_as(M, "mmseg"), 4), round(miou_as(M, "paddleseg"), 4), round(miou_as(M, "smp"), 4)
+        (0.8167, 0.5444, 0.8778)
+    """
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown convention '{convention}'; valid: {', '.join(CONVENTIONS)}")
+    iou = np.array(metrics_from_confusion(matrix)["IoU"], dtype=np.float64)
+    if convention in ("paddleseg", "smp_zero_division_0"):
+        return float(np.nan_to_num(iou, nan=0.0).mean())
+    if convention == "smp":
+        return float(np.nan_to_num(iou, nan=1.0).mean())
+    return _nanmean(iou)
