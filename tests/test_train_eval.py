@@ -91,3 +91,19 @@ def test_bn_momentum_is_part_of_the_protocol():
     assert n > 0
     assert {m.momentum for m in model.modules() if isinstance(m, __import__("torch").nn.BatchNorm2d)} == {0.1}
     assert set_bn_momentum(model, None) == 0
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_training_is_reproducible(tmp_path, processed, workers):
+    """Same experiment seed -> byte-identical weights (augmentations seeded, deterministic CPU ops)."""
+    jobs = job_configs(compose(["train.image_size=[64,96]", "train.epochs=1", "train.batch_size=4",
+                                f"train.num_workers={workers}"]))
+    make_splits(processed, jobs["split"], tmp_path / "splits.json")
+    digests = []
+    for run in ("a", "b"):
+        train_model(processed, tmp_path / "splits.json", 0, jobs["models"]["smp_unet_r18"], jobs["train"], jobs["augment"],
+                    tmp_path / run, threads=2)
+        digests.append((tmp_path / run / "model.safetensors").read_bytes())
+        assert (tmp_path / run / "history.csv").read_text().split("\n")[1].split(",")[:4] == \
+            (tmp_path / "a" / "history.csv").read_text().split("\n")[1].split(",")[:4]
+    assert digests[0] == digests[1]

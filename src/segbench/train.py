@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ._compat import import_torchvision
-from .data.dataset import SegmentationDataset, build_transform
+from .data.dataset import SegmentationDataset, build_transform, seed_worker
 from .io import atomic_path, atomic_write_json, atomic_write_text
 from .losses import build_loss
 from .metrics import confusion_matrix, metrics_from_confusion
@@ -232,13 +232,14 @@ def train_model(dataset_json: str | Path, splits_json: str | Path, fold: int, mo
 
     root = Path(dataset_json).parent
     size = train_cfg["image_size"]
-    train_ds = SegmentationDataset(root, meta["manifest"], train_ids, build_transform(augment_cfg, size, train=True))
+    train_ds = SegmentationDataset(root, meta["manifest"], train_ids, build_transform(augment_cfg, size, train=True, seed=seed))
     val_ds = SegmentationDataset(root, meta["manifest"], val_ids, build_transform(augment_cfg, size, train=False))
     bs = int(train_cfg["batch_size"])
     workers = int(train_cfg.get("num_workers", 0))
     gen = torch.Generator().manual_seed(seed)
     train_dl = torch.utils.data.DataLoader(train_ds, batch_size=bs, shuffle=True, drop_last=len(train_ds) > bs,
-                                           num_workers=workers, generator=gen, persistent_workers=workers > 0)
+                                           num_workers=workers, generator=gen, persistent_workers=workers > 0,
+                                           worker_init_fn=seed_worker if workers > 0 else None)
     val_dl = torch.utils.data.DataLoader(val_ds, batch_size=bs, shuffle=False, num_workers=workers)
     steps_per_epoch = max(1, len(train_dl))
 

@@ -16,7 +16,20 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-__all__ = ["SegmentationDataset", "build_transform", "read_image", "read_mask"]
+__all__ = ["SegmentationDataset", "build_transform", "read_image", "read_mask", "seed_worker"]
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: give each worker's albumentations pipeline its own seed.
+
+    Each worker gets a copy of the dataset, so with ``Compose(seed=...)`` all workers would draw the
+    same augmentations. torch's per-worker seed (``get_worker_info().seed``) is distinct per worker
+    and epoch and derived from the DataLoader's seeded generator, so runs stay reproducible.
+    """
+    info = torch.utils.data.get_worker_info()
+    transform = getattr(info.dataset, "transform", None)
+    if transform is not None and hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(int(info.seed % 2**32))
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -32,13 +45,16 @@ def read_mask(path: str | Path) -> np.ndarray:
         return np.asarray(im).astype(np.int64)
 
 
-def build_transform(augment: dict[str, Any], image_size: Sequence[int], train: bool) -> A.Compose:
+def build_transform(augment: dict[str, Any], image_size: Sequence[int], train: bool, seed: int | None = None) -> A.Compose:
     """albumentations pipeline from the ``augment`` config.
 
     Args:
         augment: ``{"train": [{"name": <albumentations class>, **kwargs}], "normalize": {mean, std, ...}}``.
         image_size: ``[height, width]`` the network sees.
         train: apply the ``train`` augmentations (False for validation/evaluation).
+        seed: seed of the pipeline's random state. albumentations 2.x keeps its own RNG, untouched
+            by ``random.seed``/``np.random.seed``/``torch.manual_seed``: without it two runs with the
+            same experiment seed augment differently and train different models.
 
     Raises:
         ValueError: an unknown transform name (lists where to look) or bad arguments.
@@ -60,7 +76,7 @@ def build_transform(augment: dict[str, Any], image_size: Sequence[int], train: b
     norm = augment.get("normalize") or {}
     steps.append(A.Normalize(mean=norm.get("mean", (0.485, 0.456, 0.406)), std=norm.get("std", (0.229, 0.224, 0.225)),
                              max_pixel_value=norm.get("max_pixel_value", 255.0)))
-    return A.Compose(steps)
+    return A.Compose(steps, seed=seed)
 
 
 class SegmentationDataset(torch.utils.data.Dataset):
