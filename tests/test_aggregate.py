@@ -63,3 +63,20 @@ def test_majority_baseline():
     b = majority_baseline({"per_image": {"a": [90, 10], "c": [30, 70]}}, {"test": ["c"], "folds": [{"train": ["a"]}]}, ["bg", "fg"])
     # always "bg" on an image with 30 bg / 70 fg pixels: IoU_bg = 0.3, IoU_fg = 0
     assert b["class"] == "bg" and b["mIoU"] == pytest.approx(0.15) and b["aAcc"] == pytest.approx(0.3)
+
+
+def test_bootstrap_ci_in_summary(tmp_path):
+    import math
+
+    import numpy as np
+
+    from segbench.metrics import metrics_from_confusion
+
+    exp, ds = _fake_experiment(tmp_path, val={"a": 0.6, "b": 0.5}, test={"a": 0.3, "b": 0.9}, params={"a": 10, "b": 5})
+    rng = np.random.default_rng(0)
+    cms = rng.integers(0, 50, size=(30, 2, 2))
+    np.save(exp / "eval" / "a" / "fold0" / "confusion_per_image.npy", cms)
+    rows = {r["model"]: r for r in aggregate(exp, MODELS, 1, ds)["models"]}
+    pooled = metrics_from_confusion(cms.sum(0))["mIoU"]
+    assert rows["a"]["mIoU_ci_low"] < pooled < rows["a"]["mIoU_ci_high"]
+    assert math.isnan(rows["b"]["mIoU_ci_low"])  # no per-image matrices: no interval, not a made-up one

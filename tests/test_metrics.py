@@ -227,3 +227,31 @@ def test_miou_as_other_libraries():
     assert miou_as(M, "paddleseg") < miou_as(M, "segbench") < miou_as(M, "smp")
     with pytest.raises(ValueError, match="paddleseg"):
         miou_as(M, "detectron")
+
+
+def test_bootstrap_miou():
+    import time
+
+    from segbench.metrics import bootstrap_miou
+
+    rng = np.random.default_rng(0)
+    C, N = 5, 200
+    cms = np.stack([confusion_matrix(t, np.where(rng.random(t.shape) < 0.7, t, rng.integers(0, C, t.shape)), C)
+                    for t in rng.integers(0, C, size=(N, 16, 16))])
+    t0 = time.perf_counter()
+    r = bootstrap_miou(cms, n_resamples=2000, seed=1)
+    assert time.perf_counter() - t0 < 10
+    assert r["mIoU"] == pytest.approx(metrics_from_confusion(cms.sum(0))["mIoU"])
+    assert r["low"] < r["mIoU"] < r["high"] and r["high"] - r["low"] < 0.1
+    assert bootstrap_miou(cms, n_resamples=2000, seed=1) == r  # seeded
+    # the same seeded draws through a slow loop (resample, sum matrices, mIoU) give the same interval
+    counts = np.random.default_rng(7).multinomial(N, np.full(N, 1 / N), size=400)  # one chunk of 400
+    slow = [metrics_from_confusion((cms * row[:, None, None]).sum(0))["mIoU"] for row in counts]
+    fast = bootstrap_miou(cms, n_resamples=400, seed=7)
+    assert fast["low"] == pytest.approx(np.quantile(slow, 0.025), abs=1e-12)
+    assert fast["high"] == pytest.approx(np.quantile(slow, 0.975), abs=1e-12)
+    # fewer images -> wider interval
+    small = bootstrap_miou(cms[:20], n_resamples=2000, seed=1)
+    assert small["high"] - small["low"] > r["high"] - r["low"]
+    with pytest.raises(ValueError, match=r"int\[N, C, C\]"):
+        bootstrap_miou(np.zeros((0, 3, 3)))

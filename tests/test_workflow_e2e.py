@@ -59,6 +59,7 @@ def test_workflow_end_to_end(tmp_path, camvid_subset):
     assert set(summary["library"]) == {"smp", "torchvision", "mmseg"}
     for col in ("mIoU", "mDice", "mAcc", "aAcc", "fwIoU", "mBoundaryIoU", "val_mIoU"):
         assert summary[col].between(0, 1).all(), col
+    assert (summary["mIoU_ci_low"] <= summary["mIoU"]).all() and (summary["mIoU"] <= summary["mIoU_ci_high"]).all()
     assert (summary["time_ms_median"] > 0).all() and (summary["time_ms_p95"] >= summary["time_ms_median"]).all()
     sj = json.loads((exp / "summary.json").read_text())
     assert sj["best"]["model"] == summary.iloc[0]["model"]
@@ -67,7 +68,7 @@ def test_workflow_end_to_end(tmp_path, camvid_subset):
     for m in models:
         assert m in html
     assert html.count("data:image/png;base64,") >= 6 and "http://" not in html and "https://" not in html
-    assert "Boundary IoU" in html and "ms / image (median)" in html and "Speed against accuracy" in html
+    assert "95% CI" in html and "Boundary IoU" in html and "ms / image (median)" in html and "Speed against accuracy" in html
     assert (exp / "best" / "model.safetensors").is_file()
 
     # a second run does nothing

@@ -4,11 +4,15 @@ Outputs in ``results/<experiment>/``:
 
 * ``summary.csv`` / ``summary.json``: one row per model, ranked by validation mIoU: ``rank, model,
   library, architecture, parameters, folds, val_mIoU, mIoU, mIoU_std, mDice, mAcc, aAcc, fwIoU,
-  mBoundaryIoU, mIoU_image_avg, time_ms_median, time_ms_p95, peak_gpu_memory_mib (empty on CPU),
+  mBoundaryIoU, mIoU_ci_low, mIoU_ci_high, mIoU_image_avg, time_ms_median, time_ms_p95, peak_gpu_memory_mib (empty on CPU),
   epoch_time_s, train_time_s``. ``val_mIoU`` is the
   best validation mIoU of training (mean over folds); the other metric columns are dataset-level on
   the test split, averaged over folds (``*_std``: standard deviation over folds, 0 with one fold).
   ``summary.json`` adds the per-class IoU, the majority-class baseline and the selection.
+
+``mIoU_ci_low``/``mIoU_ci_high``: 95 % percentile bootstrap interval of the test mIoU over test
+images (:func:`segbench.metrics.bootstrap_scores`, 2,000 seeded resamples; with k folds the same
+resamples are applied to every fold and the fold mean taken).
 
 Selection never reads the test split: the best model has the highest validation mIoU, ties going to
 the model with fewer parameters. Without a validation set there is nothing honest to select on, so
@@ -29,6 +33,10 @@ import numpy as np
 import pandas as pd
 
 from .io import atomic_dir, atomic_path, atomic_write_json, atomic_write_text
+from .metrics import bootstrap_scores
+
+#: bootstrap resamples for the confidence interval of test mIoU (seeded: the same CI every run)
+N_BOOTSTRAP = 2000
 
 __all__ = ["aggregate", "majority_baseline"]
 
@@ -86,6 +94,12 @@ def aggregate(experiment_dir: str | Path, models: dict[str, dict[str, Any]], n_f
             h.insert(0, "fold", k)
             h.insert(0, "model", name)
             curves.append(h)
+        ci_low = ci_high = float("nan")
+        stacks = [exp / "eval" / name / f"fold{k}" / "confusion_per_image.npy" for k in range(n_folds)]
+        if all(p.is_file() for p in stacks):
+            scores = np.mean([bootstrap_scores(np.load(p), N_BOOTSTRAP, seed=0) for p in stacks], axis=0)
+            ci_low, ci_high = (float(v) for v in np.quantile(scores, [0.025, 0.975]))
+
         def f(key: str, folds=folds) -> np.ndarray:
             return np.array([np.nan if m.get(key) is None else m[key] for _, m, _ in folds], dtype=float)
 
@@ -106,6 +120,8 @@ def aggregate(experiment_dir: str | Path, models: dict[str, dict[str, Any]], n_f
             "aAcc": float(np.mean(f("aAcc"))),
             "fwIoU": float(np.mean(f("fwIoU"))),
             "mBoundaryIoU": float(np.mean(f("mBoundaryIoU"))),
+            "mIoU_ci_low": ci_low,
+            "mIoU_ci_high": ci_high,
             "mIoU_image_avg": float(np.mean([m["image_averaged"]["mIoU"] for _, m, _ in folds])),
             "time_ms_median": float(np.mean(f("time_ms_median"))),
             "time_ms_p95": float(np.mean(f("time_ms_p95"))),

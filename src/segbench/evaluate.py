@@ -9,6 +9,8 @@ augmentation are available from the evaluate config.
 Outputs in ``out_dir``:
 
 * ``confusion.npy``: int64[C, C] dataset-level confusion matrix (rows = ground truth);
+* ``confusion_per_image.npy``: int64[N, C, C], one matrix per test image in ``per_image.csv`` order
+  (their sum is ``confusion.npy``), for bootstrap confidence intervals and paired comparisons;
 * ``metrics.json``: :func:`segbench.metrics.metrics_from_confusion` of it, per-class Boundary IoU
   and ``mBoundaryIoU``, class names, the image-averaged means, the number of evaluated pixels and
   images, time per image (median and p95, ms; wall clock including the resize back) and the peak GPU
@@ -108,6 +110,7 @@ def evaluate_model(ckpt_dir: str | Path, dataset_json: str | Path, splits_json: 
     keep = set(sorted(test_ids)[: int(eval_cfg.get("save_predictions", 0))])
     total = np.zeros((n, n), dtype=np.int64)
     rows = []
+    per_image_cms: list[np.ndarray] = []
     out_dir = Path(out_dir)
     with atomic_dir(out_dir / "predictions") as pred_dir:
         for sid in sorted(test_ids):
@@ -123,6 +126,7 @@ def evaluate_model(ckpt_dir: str | Path, dataset_json: str | Path, splits_json: 
             dt = (time.perf_counter() - t0) * 1000
             cm = confusion_matrix(target, pred, n, ignore)
             total += cm
+            per_image_cms.append(cm)
             m = metrics_from_confusion(cm)
             bi, bu = boundary_iou_counts(target, pred, n, ignore)
             b_inter += bi
@@ -151,6 +155,8 @@ def evaluate_model(ckpt_dir: str | Path, dataset_json: str | Path, splits_json: 
     })
     with atomic_path(out_dir / "confusion.npy") as tmp, open(tmp, "wb") as f:
         np.save(f, total)
+    with atomic_path(out_dir / "confusion_per_image.npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, np.stack(per_image_cms))
     with atomic_path(out_dir / "per_image.csv") as tmp:
         per_image.to_csv(tmp, index=False, float_format="%.6g")
     atomic_write_json(out_dir / "metrics.json", result)

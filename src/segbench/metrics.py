@@ -48,6 +48,8 @@ __all__ = [
     "boundary_iou_counts",
     "boundary_iou",
     "miou_as",
+    "bootstrap_miou",
+    "bootstrap_scores",
 ]
 
 #: Names of the scalar metrics returned by :func:`metrics_from_confusion`, in display order.
@@ -359,3 +361,62 @@ def miou_as(matrix: Any, convention: str) -> float:
     if convention == "smp":
         return float(np.nan_to_num(iou, nan=1.0).mean())
     return _nanmean(iou)
+
+
+def bootstrap_miou(per_image: Any, n_resamples: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, float]:
+    """Percentile bootstrap confidence interval of the dataset-level mIoU, resampling images.
+
+    Each resample draws N images with replacement, sums their confusion matrices and recomputes the
+    dataset-level mIoU (NaN-mean over classes present), so the interval covers the metric actually
+    reported, not a mean of per-image scores (Efron & Tibshirani, "An Introduction to the
+    Bootstrap", 1993, ch. 13). Vectorised: the resampled matrices are ``counts @ M`` with ``counts``
+    the multinomial draw counts, so 2,000 resamples of a few hundred images take well under a second.
+
+    Args:
+        per_image: ``int[N, C, C]`` per-image confusion matrices (``confusion_per_image.npy``).
+        n_resamples: number of bootstrap resamples.
+        seed: seed of the resampling (results are reproducible).
+        level: confidence level of the interval.
+
+    Returns:
+        ``{"mIoU": point estimate, "low": ..., "high": ..., "level": level, "n_images": N,
+        "n_resamples": n_resamples}``.
+
+    Raises:
+        ValueError: not a stack of square matrices, or no image.
+    """
+    m = np.asarray(per_image)
+    scores = bootstrap_scores(m, n_resamples, seed)
+    alpha = (1 - level) / 2
+    return {"mIoU": metrics_from_confusion(m.sum(0))["mIoU"], "low": float(np.quantile(scores, alpha)),
+            "high": float(np.quantile(scores, 1 - alpha)), "level": level, "n_images": int(m.shape[0]),
+            "n_resamples": int(n_resamples)}
+
+
+def bootstrap_scores(per_image: Any, n_resamples: int = 2000, seed: int = 0) -> np.ndarray:
+    """The ``n_resamples`` bootstrap mIoU values behind :func:`bootstrap_miou` (``float64[n_resamples]``).
+
+    The draws depend only on ``seed`` and N, so two stacks of the same N images (two folds, or two
+    models on one test set) get the same resamples: averaging or differencing their scores gives
+    the bootstrap of a fold mean or a paired bootstrap of a difference.
+
+    Raises:
+        ValueError: not a stack of square matrices, or no image.
+    """
+    m = np.asarray(per_image)
+    if m.ndim != 3 or m.shape[1] != m.shape[2] or m.shape[0] == 0:
+        raise ValueError(f"per_image must be int[N, C, C] with N >= 1, got shape {m.shape}")
+    n, c, _ = m.shape
+    flat = m.reshape(n, c * c).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    scores = np.empty(n_resamples)
+    for start in range(0, n_resamples, 500):  # chunks bound memory at 500 x N counts
+        b = min(500, n_resamples - start)
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=b).astype(np.float64)  # [b, N]
+        mats = (counts @ flat).reshape(b, c, c)
+        tp = np.einsum("bii->bi", mats)
+        den = mats.sum(1) + mats.sum(2) - tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iou = np.where(den > 0, tp / den, np.nan)
+        scores[start : start + b] = np.nanmean(np.where(np.isnan(iou).all(1, keepdims=True), 0.0, iou), axis=1)
+    return scores

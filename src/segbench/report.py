@@ -94,6 +94,9 @@ def render_report(experiment_dir: str | Path, dataset_dir: str | Path, report_cf
     if best.get("val_mIoU") is not None:
         verdict += f", validation mIoU {best['val_mIoU']:.3f}"
     verdict += f"; test mIoU {best['mIoU']:.3f}"
+    brow = df[df["model"] == best["model"]].iloc[0]
+    if "mIoU_ci_low" in df.columns and np.isfinite(brow["mIoU_ci_low"]):
+        verdict += f" (95% CI {brow['mIoU_ci_low']:.3f} to {brow['mIoU_ci_high']:.3f}, bootstrap over test images)"
     if best.get("runner_up"):
         verdict += f" ({best['margin_mIoU']:+.3f} against the runner-up {html.escape(best['runner_up'])} on test)"
     verdict += (f". Majority-class baseline (always '{html.escape(base['class'])}'): mIoU {base['mIoU']:.3f}. "
@@ -104,6 +107,9 @@ def render_report(experiment_dir: str | Path, dataset_dir: str | Path, report_cf
     # summary table
     cols = ["rank", "model", "library", "architecture", "parameters", "val_mIoU", "mIoU", "mIoU_std", "mDice", "mAcc", "aAcc",
             "fwIoU", "mBoundaryIoU", "mIoU_image_avg", "time_ms_median", "time_ms_p95", "epoch_time_s"]
+    if "mIoU_ci_low" in df.columns:
+        df["mIoU 95% CI"] = [f"{lo:.3f} to {hi:.3f}" if np.isfinite(lo) else "" for lo, hi in zip(df["mIoU_ci_low"], df["mIoU_ci_high"])]
+        cols.insert(cols.index("mIoU") + 1, "mIoU 95% CI")
     cols = [c for c in cols if c in df.columns]
     table = df[cols].rename(columns={"val_mIoU": "val mIoU (selection)", "mIoU_image_avg": "mIoU (image-averaged)", "time_ms_median": "ms / image (median)", "time_ms_p95": "ms / image (p95)",
                                      "mBoundaryIoU": "Boundary IoU",

@@ -10,6 +10,7 @@ rule evaluate:
         metrics=f"{RES}/eval/{{model}}/fold{{fold}}/metrics.json",
         per_image=f"{RES}/eval/{{model}}/fold{{fold}}/per_image.csv",
         confusion=f"{RES}/eval/{{model}}/fold{{fold}}/confusion.npy",
+        confusion_per_image=f"{RES}/eval/{{model}}/fold{{fold}}/confusion_per_image.npy",
         predictions=directory(f"{RES}/eval/{{model}}/fold{{fold}}/predictions"),
     params:
         model="{model}",

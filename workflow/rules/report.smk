@@ -2,6 +2,7 @@ rule aggregate:
     """summary.csv/json (one row per model), learning_curves.csv, best/."""
     input:
         metrics=expand(f"{RES}/eval/{{model}}/fold{{fold}}/metrics.json", model=MODELS, fold=FOLDS),
+        per_image=expand(f"{RES}/eval/{{model}}/fold{{fold}}/confusion_per_image.npy", model=MODELS, fold=FOLDS),
         meta=expand(f"{RES}/models/{{model}}/fold{{fold}}/train_meta.json", model=MODELS, fold=FOLDS),
         history=expand(f"{RES}/models/{{model}}/fold{{fold}}/history.csv", model=MODELS, fold=FOLDS),
         models=expand(f"{CONF}/models/{{model}}.json", model=MODELS),
