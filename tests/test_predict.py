@@ -72,4 +72,11 @@ def test_modes_converted_or_refused(tmp_path):
 def test_predict_errors_exit_2(tmp_path, model_dir, capsys):
     assert main(["predict", "--model", str(model_dir), str(tmp_path / "missing.jpg"), "-o", str(tmp_path)]) == 2
     assert "no such file" in capsys.readouterr().err
-    assert main(["predict", "--model", str(tmp_path), str(tmp_path), "-o", str(tmp_path)]) == 2
+    img = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
+    empty = tmp_path / "no_model"
+    empty.mkdir()
+    assert main(["predict", "--model", str(empty), str(img), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "no_model/model.json not found" in err and "train the model first" in err
+    assert not (tmp_path / "out").exists()  # nothing written

@@ -89,9 +89,12 @@ def window_starts(length: int, window: int, stride: int) -> list[int]:
 
 
 def _normalize(tile: np.ndarray, norm: dict[str, Any]) -> np.ndarray:
-    mean = np.asarray(norm.get("mean", (0.485, 0.456, 0.406)), np.float32) * float(norm.get("max_pixel_value", 255.0))
-    std = np.asarray(norm.get("std", (0.229, 0.224, 0.225)), np.float32) * float(norm.get("max_pixel_value", 255.0))
-    return (tile.astype(np.float32) - mean) / std
+    """The same albumentations ``Normalize`` the model was trained with (``float32[h, w, 3]``)."""
+    import albumentations as A
+
+    t = A.Normalize(mean=norm.get("mean", (0.485, 0.456, 0.406)), std=norm.get("std", (0.229, 0.224, 0.225)),
+                    max_pixel_value=norm.get("max_pixel_value", 255.0))
+    return t(image=tile)["image"].astype(np.float32, copy=False)
 
 
 def _to_batch(tiles: list[np.ndarray], device: str) -> torch.Tensor:

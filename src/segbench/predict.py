@@ -24,6 +24,7 @@ from .data.convert import IMAGE_EXTS
 from .evaluate import device_of, load_trained_model
 from .inference import InferenceConfig, segment
 from .io import atomic_path
+from .palette import class_palette
 
 __all__ = ["ImageInputError", "load_rgb", "predict_files", "list_images"]
 
@@ -75,15 +76,6 @@ def list_images(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def _palette(classes: list[dict[str, Any]]) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    pal = rng.integers(0, 256, size=(max(256, len(classes)), 3), dtype=np.uint8)
-    for i, c in enumerate(classes):
-        if c.get("color"):
-            pal[i] = c["color"]
-    return pal
-
-
 def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], out: str | Path, inference: dict[str, Any] | None = None,
                   device: str = "auto", alpha: float = 0.5, progress: bool = True) -> list[dict[str, Any]]:
     """Segment images with a trained model and write masks and overlays.
@@ -104,6 +96,7 @@ def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], out: str 
         FileNotFoundError: the model folder lacks its files.
         ImageInputError: unusable inputs (the message names the file); earlier outputs stay written.
     """
+    import cv2
     from tqdm import tqdm
 
     files = list_images(inputs)
@@ -112,7 +105,7 @@ def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], out: str 
     dev = device_of(device)
     model, info = load_trained_model(model_dir, dev)
     cfg = InferenceConfig.from_dict(inference or {}, info["image_size"], info.get("normalize"))
-    pal = _palette(info["classes"])
+    pal = class_palette(info["classes"])
     records = []
     for f in tqdm(files, desc="segbench predict", unit="image", disable=not progress):
         image = load_rgb(f)
@@ -124,8 +117,6 @@ def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], out: str 
         mask_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(mask_path) as tmp:
             Image.fromarray(labels).save(tmp, format="PNG")
-        import cv2
-
         colours = pal[np.minimum(labels, len(pal) - 1)]
         overlay = cv2.addWeighted(image, 1 - alpha, colours, alpha, 0)  # uint8 throughout: no float copies
         del colours

@@ -18,6 +18,7 @@ import pandas as pd
 
 from .data.dataset import read_image, read_mask
 from .io import atomic_write_text
+from .palette import class_palette
 
 __all__ = ["render_report"]
 
@@ -38,16 +39,6 @@ def _png(fig) -> str:
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def _palette(classes: list[dict[str, Any]]) -> np.ndarray:
-    import seaborn as sns
-
-    pal = np.array([[int(c * 255) for c in rgb] for rgb in sns.color_palette("tab20", max(20, len(classes)))], dtype=np.uint8)
-    for i, c in enumerate(classes):
-        if c.get("color"):
-            pal[i] = c["color"]
-    return pal
 
 
 def _colorize(mask: np.ndarray, pal: np.ndarray, ignore: int) -> np.ndarray:
@@ -191,7 +182,7 @@ def render_report(experiment_dir: str | Path, dataset_dir: str | Path, report_cf
     pred_dirs = {name: exp / "eval" / name / "fold0" / "predictions" for name in order}
     ids = sorted(p.stem for p in pred_dirs[order[0]].glob("*.png"))[:n_ov] if n_ov else []
     if ids:
-        pal = _palette(meta["classes"])
+        pal = class_palette(meta["classes"])
         alpha = float(report_cfg.get("overlay_alpha", 0.5))
         ign = meta["ignore_index"]
         fig, axes = plt.subplots(len(ids), 2 + len(order), figsize=(3.2 * (2 + len(order)), 2.6 * len(ids)), squeeze=False)
