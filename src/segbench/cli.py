@@ -87,11 +87,28 @@ def _cmd_import_raw(args):
 
 
 def _cmd_convert(args):
-    from .config import load_json
-    from .data.convert import convert
+    from .config import ConfigError, load_json
+    from .data.convert import classes_from_file, convert
 
-    meta = convert(load_json(args.config), args.out)
-    print(f"converted {meta['num_images']} images to {args.out}")
+    out = args.out or args.out_pos
+    if args.config:
+        cfg = load_json(args.config)
+    elif args.src and args.format:
+        cfg = {"root": args.src, "format": args.format, "ignore_index": 255}
+    else:
+        raise ConfigError("segbench convert needs either --format FORMAT SRC OUT or --config FILE --out OUT")
+    if not out:
+        raise ConfigError("segbench convert: give the output folder (OUT or --out)")
+    if args.format and args.config:
+        cfg["format"] = args.format
+    if args.classes:
+        cfg.update(classes_from_file(args.classes))
+    cfg.setdefault("name", args.name or Path(out).name)
+    meta = convert(cfg, out)
+    print(f"converted {meta['num_images']} images ({len(meta['classes'])} classes: "
+          + ", ".join(f"{c['id']}={c['name']}" for c in meta["classes"]) + f") to {out}")
+    if meta.get("warnings"):
+        print(f"{len(meta['warnings'])} warning(s), listed in {Path(out) / 'dataset.json'}")
     return 0
 
 
@@ -211,9 +228,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="e.g. data/raw/camvid")
     s.set_defaults(fn=_cmd_import_raw)
 
-    s = sub.add_parser("convert", help="raw annotations -> canonical dataset")
-    s.add_argument("--config", required=True, help="dataset config (JSON)")
-    s.add_argument("--out", required=True, help="data/processed/<dataset>")
+    s = sub.add_parser(
+        "convert", help="raw annotations -> canonical dataset",
+        description="Convert annotations into the canonical dataset (images/, masks/, dataset.json). "
+                    "Either SRC OUT with --format, or --config dataset.json --out OUT (the workflow's form).")
+    s.add_argument("src", nargs="?", help="the annotation folder (or COCO JSON / CVAT XML file)")
+    s.add_argument("out_pos", nargs="?", metavar="out", help="output folder, replaced only when conversion succeeds")
+    s.add_argument("--format", default=None, help="masks | palette | labelme | labelme-xml | coco | cvat")
+    s.add_argument("--classes", default=None,
+                   help="label list fixing class ids: one name per line (labelme's labels.txt: __ignore__, "
+                        "_background_) or YAML/JSON")
+    s.add_argument("--name", default=None, help="dataset name (default: OUT's folder name)")
+    s.add_argument("--config", default=None, help="dataset config (JSON), as the workflow writes it")
+    s.add_argument("--out", default=None, help="data/processed/<dataset>")
     s.set_defaults(fn=_cmd_convert)
 
     s = sub.add_parser("validate", help="check a canonical dataset")

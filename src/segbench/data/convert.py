@@ -1,24 +1,30 @@
-"""Importers: raw annotations -> the canonical dataset of DESIGN.md section 3.
+"""Raw annotations -> the canonical dataset of DESIGN.md section 3.
 
 Canonical layout (``data/processed/<dataset>/``)::
 
     images/<id>.<ext>   the original image bytes (copied, never re-encoded)
     masks/<id>.png      single-channel class indices, uint8 (uint16 when > 255 classes)
     dataset.json        name, classes [{id, name, color}], ignore_index, background, source format,
-                        licence, and manifest {id: {image, mask, image_sha256, mask_sha256,
-                        height, width, group, subset}}
+                        licence, warnings, and manifest {id: {image, mask, image_sha256, mask_sha256,
+                        height, width, group, subset, source}}
 
-The output folder is built in a temporary folder and renamed into place, so a failed conversion
-leaves nothing half-written; the raw data is only read.
-
-The mask-folder importer pairs ``<image_prefix><id><image_suffix>`` in an image folder with
-``<mask_prefix><id><mask_suffix>`` in a mask folder, as the SegmentationManager seed tool does.
+One importer per format (:mod:`segbench.data.importers`: masks, palette, labelme, labelme-xml, coco,
+cvat) turns the source into masks; this module checks what every format shares (one annotation per
+image, sizes, unknown labels, an empty dataset) and writes the output into a temporary folder that
+replaces ``out_dir`` only when the whole conversion succeeded. The raw data is only read.
 """
 
 from __future__ import annotations
 
+import io
+import os
 import re
 import shutil
+import sys
+import warnings
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,109 +32,17 @@ import numpy as np
 from PIL import Image
 
 from ..io import atomic_dir, atomic_write_json, sha256_file
+from .errors import DatasetError
+from .importers import get_importer, normalise_format
+from .importers.common import BOMB, ClassTable, Problems, Sample, read_class_file
+from .importers.masks import IMAGE_EXTS, pair_mask_folder, remap_mask
 
-__all__ = ["DatasetError", "convert", "list_sources", "pair_mask_folder", "remap_mask"]
+#: zlib level of mask PNGs: 1 encodes ~2x faster than Pillow's default 6 for ~1.5x the bytes
+#: (class masks are long runs, a few tens of kB per megapixel either way).
+PNG_LEVEL = 1
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
-
-
-class DatasetError(ValueError):
-    """A problem with the user's data; the message lists each file with its problem and the fix."""
-
-    def __init__(self, problems: list[str], header: str = "dataset problems"):
-        self.problems = problems
-        shown = problems[:50]
-        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
-        super().__init__(f"{header} ({len(problems)}):\n  " + "\n  ".join(shown) + more)
-
-
-def _strip(name: str, prefix: str, suffix: str) -> str | None:
-    if name.startswith(prefix) and name.endswith(suffix) and len(name) > len(prefix) + len(suffix):
-        return name[len(prefix) : len(name) - len(suffix)]
-    return None
-
-
-def pair_mask_folder(cfg: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Pair images with masks for a ``mask_folder`` dataset config.
-
-    Returns:
-        ``(items, problems)``: items ``{id, image: Path, mask: Path, subset}`` sorted by id, and a list
-        of problems (unpaired files, duplicate ids, missing folders), each naming the file and the fix.
-    """
-    root = Path(cfg["root"])
-    items: dict[str, dict[str, Any]] = {}
-    problems: list[str] = []
-    if not root.is_dir():
-        return [], [f"{root}: dataset root folder not found; set dataset.root (or SEGBENCH_SHARED) to the folder holding your data"]
-    for pair in cfg.get("pairs") or [{"images": "images", "masks": "masks"}]:
-        img_dir, mask_dir = root / pair["images"], root / pair["masks"]
-        for d, key in ((img_dir, "images"), (mask_dir, "masks")):
-            if not d.is_dir():
-                problems.append(f"{d}: folder not found; fix dataset.pairs[].{key} (relative to {root})")
-        if not img_dir.is_dir() or not mask_dir.is_dir():
-            continue
-        images: dict[str, Path] = {}
-        for p in sorted(img_dir.iterdir()):
-            if p.name.startswith(".") or not p.is_file():
-                continue
-            sid = _strip(p.name, cfg.get("image_prefix", ""), cfg.get("image_suffix", ""))
-            if sid is None:
-                continue
-            if p.suffix.lower() not in IMAGE_EXTS:
-                problems.append(f"{p}: not an image type segbench reads ({', '.join(sorted(IMAGE_EXTS))}); remove it or change dataset.image_suffix")
-                continue
-            images[sid] = p
-        masks: dict[str, Path] = {}
-        for p in sorted(mask_dir.iterdir()):
-            if p.name.startswith(".") or not p.is_file():
-                continue
-            sid = _strip(p.name, cfg.get("mask_prefix", ""), cfg.get("mask_suffix", ""))
-            if sid is not None:
-                masks[sid] = p
-        for sid in sorted(set(images) - set(masks)):
-            problems.append(
-                f"{images[sid]}: no mask '{cfg.get('mask_prefix', '')}{sid}{cfg.get('mask_suffix', '')}' in {mask_dir}; "
-                f"add the mask, remove the image, or fix dataset.mask_prefix/mask_suffix"
-            )
-        for sid in sorted(set(masks) - set(images)):
-            problems.append(
-                f"{masks[sid]}: no image '{cfg.get('image_prefix', '')}{sid}{cfg.get('image_suffix', '')}' in {img_dir}; "
-                f"add the image, remove the mask, or fix dataset.image_prefix/image_suffix"
-            )
-        for sid in sorted(set(images) & set(masks)):
-            if sid in items:
-                problems.append(f"{images[sid]}: id '{sid}' also at {items[sid]['image']}; ids must be unique across dataset.pairs, rename one")
-                continue
-            items[sid] = {"id": sid, "image": images[sid], "mask": masks[sid], "subset": pair.get("subset")}
-    if not items and not problems:
-        problems.append(f"{root}: no image/mask pairs found; check dataset.pairs, prefixes and suffixes")
-    return [items[k] for k in sorted(items)], problems
-
-
-def list_sources(cfg: dict[str, Any]) -> list[str]:
-    """The raw files a dataset config reads (images and masks), for the workflow's convert rule."""
-    items, _ = pair_mask_folder(cfg)
-    return [str(p) for it in items for p in (it["image"], it["mask"])]
-
-
-def remap_mask(mask: np.ndarray, value_map: dict[Any, int] | None) -> np.ndarray:
-    """Apply ``{raw value: canonical value}`` to an integer mask (keys may be strings from YAML/JSON)."""
-    if not value_map:
-        return mask
-    out = mask.astype(np.int64, copy=True)
-    for raw, new in value_map.items():
-        out[mask == int(raw)] = int(new)
-    return out
-
-
-def _read_mask(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        if im.mode not in ("L", "P", "I", "I;16", "1"):
-            raise DatasetError(
-                [f"{path}: mask has {im.mode} pixels, expected single-channel class indices (mode L, P or I;16); "
-                 f"convert RGB colour masks with a palette (see the annotation conversion docs)"]
-            )
-        return np.asarray(im).astype(np.int64)
+__all__ = ["DatasetError", "convert", "list_sources", "pair_mask_folder", "remap_mask", "IMAGE_EXTS",
+           "classes_from_file"]
 
 
 def _group(cfg: dict[str, Any], sid: str) -> str:
@@ -141,84 +55,184 @@ def _group(cfg: dict[str, Any], sid: str) -> str:
     return m.group(1) if m.groups() else m.group(0)
 
 
+def list_sources(cfg: dict[str, Any]) -> list[str]:
+    """The raw files a dataset config reads (the workflow's convert inputs); [] when the source is
+    broken, so the convert step, not the DAG build, reports the problem."""
+    try:
+        return [str(p) for p in get_importer(cfg.get("format")).sources(cfg)]
+    except DatasetError:
+        return []
+
+
+def classes_from_file(path: str | Path) -> dict[str, Any]:
+    """Dataset config keys from a label list file (see :func:`~.importers.common.read_class_file`):
+    ``classes`` with ids in file order (background first when the file names it), ``background``
+    and ``ignore_labels``."""
+    names, ignore = read_class_file(path)
+    from .importers.common import BACKGROUND_NAMES
+
+    bg = next((i for i, n in enumerate(names) if n in BACKGROUND_NAMES), None)
+    if bg is None:
+        names = ["background", *names]
+        bg = 0
+    return {"classes": [{"id": i, "name": n, "color": None} for i, n in enumerate(names)],
+            "background": bg, "ignore_labels": ignore}
+
+
+def _write_sample(s: Sample, tmp: Path, dtype: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """Check one sample's image (readable, size = mask size) and write image + mask into ``tmp``.
+    Runs in a worker thread (Pillow's encoder releases the GIL); returns ``(entry, None)`` or
+    ``(None, problem)``."""
+    src = str(s.source)
+    try:
+        if s.image is not None:
+            with Image.open(s.image) as im:
+                width, height = im.size
+                im.verify()
+            ext = (s.image_ext or Path(s.image).suffix).lower()
+        else:
+            with Image.open(io.BytesIO(s.image_bytes)) as im:
+                width, height = im.size
+            ext = s.image_ext
+    except BOMB as err:
+        return None, f"{s.image or src}: {err}; if the image is genuine, raise dataset.max_image_pixels"
+    except Exception as err:
+        return None, f"{s.image or src}: cannot read image ({err}); replace or remove it"
+    if ext not in IMAGE_EXTS:
+        return None, (f"{s.image or src}: image type '{ext}' is not one segbench reads "
+                      f"({', '.join(sorted(IMAGE_EXTS))}); convert the image")
+    if s.mask.shape != (height, width):
+        return None, (f"{src}: mask is {s.mask.shape[1]}x{s.mask.shape[0]} but image "
+                      f"{Path(s.image).name if s.image else s.id} is {width}x{height}; masks must have "
+                      f"the image's width and height")
+    img_name = f"{s.id}{ext}"
+    if s.image is not None:
+        shutil.copyfile(s.image, tmp / "images" / img_name)
+    else:
+        (tmp / "images" / img_name).write_bytes(s.image_bytes)
+    Image.fromarray(s.mask.astype(dtype, copy=False)).save(tmp / "masks" / f"{s.id}.png", compress_level=PNG_LEVEL)
+    return {
+        "image": f"images/{img_name}",
+        "mask": f"masks/{s.id}.png",
+        "image_sha256": sha256_file(tmp / "images" / img_name),
+        "mask_sha256": sha256_file(tmp / "masks" / f"{s.id}.png"),
+        "height": height,
+        "width": width,
+        "subset": s.subset,
+        "source": src,
+        "source_image": str(s.image) if s.image is not None else f"{src} (embedded imageData)",
+        "source_mask": src,
+    }, None
+
+
+@contextmanager
+def _pixel_limit(max_pixels: int | None):
+    """Pillow's decompression-bomb limit for the conversion; its warning is raised as an error."""
+    old = Image.MAX_IMAGE_PIXELS
+    if max_pixels:
+        Image.MAX_IMAGE_PIXELS = int(max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
 def convert(cfg: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
-    """Build the canonical dataset from a ``mask_folder`` dataset config.
+    """Build the canonical dataset from a dataset config.
 
     Args:
-        cfg: the ``dataset`` section of the config (root, pairs, prefixes/suffixes, classes,
-            ignore_index, mask_value_map, group_regex ...).
+        cfg: the ``dataset`` section of the config: ``name``, ``format`` (masks, palette, labelme,
+            labelme-xml, coco, cvat; ``mask_folder`` = masks), ``root``, ``classes`` (optional for
+            formats that name their labels), ``ignore_index``, ``background``, ``label_map``,
+            ``ignore_labels``, ``group_regex``, ``max_image_pixels`` and the format's own keys
+            (see each importer's docstring).
         out_dir: ``data/processed/<dataset>``; replaced atomically when the conversion succeeds.
 
     Returns:
         The ``dataset.json`` content.
 
     Raises:
-        DatasetError: unpaired or duplicate files, unreadable images or masks, masks that are not
-            single-channel; every problem is listed with its file and fix. Nothing is written then.
+        DatasetError: every problem found (unknown format or label, missing/unreadable image, an
+            image path outside the dataset folder, size mismatch, a polygon with < 3 points, two
+            annotation files for one image, a decompression bomb, an empty dataset ...), each with
+            its file and fix. Nothing is written then. Warnings (clipped shapes, skipped boxes)
+            are kept in ``dataset.json["warnings"]``.
     """
-    if cfg.get("format", "mask_folder") != "mask_folder":
-        raise DatasetError([f"dataset.format '{cfg.get('format')}' has no importer yet; allowed values: mask_folder"])
-    items, problems = pair_mask_folder(cfg)
-    if problems:
-        raise DatasetError(problems, header=f"cannot convert dataset '{cfg['name']}'")
-    n_classes = len(cfg["classes"])
-    dtype = np.uint8 if max(n_classes, cfg["ignore_index"]) <= 255 else np.uint16
-    manifest: dict[str, Any] = {}
+    fmt = normalise_format(cfg.get("format"))
+    importer = get_importer(fmt)
+    name = cfg.get("name") or "dataset"
+    problems = Problems()
     out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
-        (tmp / "images").mkdir()
-        (tmp / "masks").mkdir()
-        for it in items:
-            sid = it["id"]
-            try:
-                with Image.open(it["image"]) as im:
-                    width, height = im.size
-            except Exception as err:  # PIL raises many types for broken files
-                problems.append(f"{it['image']}: cannot read image ({err}); replace or remove it")
-                continue
-            try:
-                mask = remap_mask(_read_mask(it["mask"]), cfg.get("mask_value_map"))
-            except DatasetError as err:
-                problems.extend(err.problems)
-                continue
-            except Exception as err:
-                problems.append(f"{it['mask']}: cannot read mask ({err}); replace or remove it")
-                continue
-            if mask.shape != (height, width):
-                problems.append(
-                    f"{it['mask']}: mask is {mask.shape[1]}x{mask.shape[0]} but image {it['image'].name} is "
-                    f"{width}x{height}; masks must have the image's width and height"
-                )
-                continue
-            img_name = f"{sid}{it['image'].suffix.lower()}"
-            shutil.copyfile(it["image"], tmp / "images" / img_name)
-            Image.fromarray(mask.astype(dtype)).save(tmp / "masks" / f"{sid}.png")
-            manifest[sid] = {
-                "image": f"images/{img_name}",
-                "mask": f"masks/{sid}.png",
-                "image_sha256": sha256_file(tmp / "images" / img_name),
-                "mask_sha256": sha256_file(tmp / "masks" / f"{sid}.png"),
-                "height": height,
-                "width": width,
-                "group": _group(cfg, sid),
-                "subset": it["subset"],
-                "source_image": str(it["image"]),
-                "source_mask": str(it["mask"]),
+    with _pixel_limit(cfg.get("max_image_pixels")):
+        found = None if cfg.get("classes") else importer.labels(cfg)
+        if found is None and not cfg.get("classes"):
+            raise DatasetError([f"dataset.format '{fmt}' stores no class names: list them in dataset.classes "
+                                f"([{{id, name, color}}]) or pass --classes FILE"])
+        table = ClassTable.build(cfg, found)
+        n_max = max([int(c["id"]) for c in table.classes] + [table.ignore_index])
+        dtype = np.uint8 if n_max <= 255 else np.uint16
+        manifest: dict[str, Any] = {}
+        sources_of: dict[str, str] = {}
+        seen_image: dict[str, str] = {}
+        workers = max(1, min(4, os.cpu_count() or 1))
+        with atomic_dir(out_dir) as tmp, ThreadPoolExecutor(workers) as pool:
+            (tmp / "images").mkdir()
+            (tmp / "masks").mkdir()
+            pending: deque = deque()
+
+            def finish_one() -> None:
+                sid, fut = pending.popleft()
+                entry, err = fut.result()
+                if err:
+                    problems.error(err)
+                else:
+                    entry["group"] = _group(cfg, sid)
+                    manifest[sid] = entry
+
+            for s in importer.samples({**cfg, "format": fmt}, table, problems):
+                src = str(s.source)
+                if s.id in sources_of:
+                    problems.error(f"{src}: image id '{s.id}' is also annotated by {sources_of[s.id]}; "
+                                   f"keep one annotation file per image (merge or delete one)")
+                    continue
+                sources_of[s.id] = src
+                if s.image is not None:
+                    key = str(Path(s.image).resolve())
+                    if key in seen_image and seen_image[key] != src:
+                        problems.error(f"{src}: image {s.image} is also annotated by {seen_image[key]}; keep one "
+                                       f"annotation file per image (merge or delete one)")
+                        continue
+                    seen_image[key] = src
+                pending.append((s.id, pool.submit(_write_sample, s, tmp, dtype)))
+                while len(pending) > 2 * workers:  # bounded memory: a few masks in flight
+                    finish_one()
+            while pending:
+                finish_one()
+            problems.errors.extend(table.unknown_problems())
+            if not manifest and not problems.errors:
+                problems.error(f"{cfg.get('root')}: no images found for dataset.format '{fmt}'; check dataset.root "
+                               f"and the format (an empty dataset cannot be trained)")
+            if problems.errors:
+                raise DatasetError(problems.errors, header=f"cannot convert dataset '{name}'")
+            meta = {
+                "name": name,
+                "format_version": 1,
+                "source_format": fmt,
+                "source_root": str(cfg["root"]),
+                "licence": cfg.get("licence"),
+                "classes": [{"id": int(c["id"]), "name": c["name"], "color": c.get("color")} for c in table.classes],
+                "ignore_index": table.ignore_index,
+                "background": table.background,
+                "mask_dtype": np.dtype(dtype).name,
+                "num_images": len(manifest),
+                "warnings": problems.warnings,
+                "manifest": dict(sorted(manifest.items())),
             }
-        if problems:
-            raise DatasetError(problems, header=f"cannot convert dataset '{cfg['name']}'")
-        meta = {
-            "name": cfg["name"],
-            "format_version": 1,
-            "source_format": cfg.get("format", "mask_folder"),
-            "source_root": str(cfg["root"]),
-            "licence": cfg.get("licence"),
-            "classes": [{"id": c["id"], "name": c["name"], "color": c.get("color")} for c in cfg["classes"]],
-            "ignore_index": cfg["ignore_index"],
-            "background": cfg.get("background"),
-            "mask_dtype": np.dtype(dtype).name,
-            "num_images": len(manifest),
-            "manifest": manifest,
-        }
-        atomic_write_json(tmp / "dataset.json", meta)
+            atomic_write_json(tmp / "dataset.json", meta)
+    for w in problems.warnings[:20]:
+        print(f"warning: {w}", file=sys.stderr)
+    if len(problems.warnings) > 20:
+        print(f"warning: ... and {len(problems.warnings) - 20} more (dataset.json lists them all)", file=sys.stderr)
     return meta
