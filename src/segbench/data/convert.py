@@ -55,6 +55,25 @@ def _group(cfg: dict[str, Any], sid: str) -> str:
     return m.group(1) if m.groups() else m.group(0)
 
 
+def _merge_duplicate_groups(manifest: dict[str, Any], problems: Problems) -> None:
+    """Byte-identical images (same sha256) join one group, with a warning, so no split ever puts
+    copies of one photo on both sides (train and test)."""
+    by_hash: dict[str, list[str]] = {}
+    for sid in sorted(manifest):
+        by_hash.setdefault(manifest[sid]["image_sha256"], []).append(sid)
+    for ids in by_hash.values():
+        if len(ids) < 2:
+            continue
+        target = manifest[ids[0]]["group"]
+        merge = {manifest[sid]["group"] for sid in ids}
+        for entry in manifest.values():
+            if entry["group"] in merge:
+                entry["group"] = target
+        problems.warn(f"images {', '.join(manifest[sid]['source_image'] for sid in ids)} are byte-identical: kept in "
+                      f"one group ('{target}') so a split never puts copies on both sides; delete the duplicates if "
+                      f"they are not intended")
+
+
 def list_sources(cfg: dict[str, Any]) -> list[str]:
     """The raw files a dataset config reads (the workflow's convert inputs); [] when the source is
     broken, so the convert step, not the DAG build, reports the problem."""
@@ -210,6 +229,7 @@ def convert(cfg: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
                     finish_one()
             while pending:
                 finish_one()
+            _merge_duplicate_groups(manifest, problems)
             problems.errors.extend(table.unknown_problems())
             if not manifest and not problems.errors:
                 problems.error(f"{cfg.get('root')}: no images found for dataset.format '{fmt}'; check dataset.root "

@@ -84,6 +84,10 @@ def _load(path: Path) -> dict[str, Any]:
         kind = "a LabelMe file (use --format labelme)" if isinstance(data, dict) and "shapes" in data else \
             "not a COCO instances file (needs 'images', 'annotations' and 'categories' lists)"
         raise DatasetError([f"{path}: {kind}; point dataset.annotations at the COCO file or choose the matching dataset.format"])
+    if any(isinstance(a, dict) and "segments_info" in a for a in data["annotations"]):
+        raise DatasetError([f"{path}: a COCO panoptic file (annotations have segments_info); segbench reads COCO "
+                            f"instances files: export 'COCO 1.0' (instances) from your tool, or convert the panoptic "
+                            f"PNGs to index masks and use dataset.format: masks"])
     return data
 
 

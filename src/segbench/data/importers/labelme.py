@@ -157,8 +157,13 @@ def samples(cfg: dict[str, Any], table: ClassTable, problems: Problems) -> Itera
                     raise DatasetError([f"{f}: image '{data.get('imagePath')}' not found at {image} and no imageData "
                                         f"embedded; put the image beside the JSON or re-save with imageData"])
                 image_bytes, ext = None, image.suffix.lower()
-                with Image.open(image) as im:
-                    w, h = im.size
+                try:
+                    with Image.open(image) as im:
+                        w, h = im.size
+                except BOMB:
+                    raise
+                except Exception as err:
+                    raise DatasetError([f"{image}: cannot read image ({err}); replace it or fix imagePath in {f}"]) from err
             ah, aw = data.get("imageHeight"), data.get("imageWidth")
             if ah is not None and aw is not None and (int(ah), int(aw)) != (h, w):
                 raise DatasetError([f"{f}: the annotation is for a {aw}x{ah} image but the image is {w}x{h}; "

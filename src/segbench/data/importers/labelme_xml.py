@@ -160,3 +160,5 @@ def samples(cfg: dict[str, Any], table: ClassTable, problems: Problems) -> Itera
             problems.error(f"{f}: {err}; if the image is genuine, raise dataset.max_image_pixels")
         except (TypeError, ValueError) as err:
             problems.error(f"{f}: malformed LabelMe XML ({err}); fix or remove the file")
+        except Exception as err:  # a broken image or mask file
+            problems.error(f"{f}: cannot read its image or mask ({err}); replace or remove it")

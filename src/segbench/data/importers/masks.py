@@ -32,6 +32,8 @@ IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 
 
 def _strip(name: str, prefix: str, suffix: str) -> str | None:
+    if not suffix:  # no suffix configured: the id is the name without its extension
+        name = Path(name).stem
     if name.startswith(prefix) and name.endswith(suffix) and len(name) > len(prefix) + len(suffix):
         return name[len(prefix) : len(name) - len(suffix)]
     return None
