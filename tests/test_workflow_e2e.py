@@ -146,3 +146,30 @@ def test_bad_config_fails_before_anything_runs(tmp_path):
     assert r.returncode == 2
     assert "train.optimizer" in r.stderr and "adamw, adam, sgd" in r.stderr
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_grapes_labelme_through_the_workflow(tmp_path):
+    """The second real dataset: LabelMe polygons with embedded photos -> convert (labelme importer,
+    label_map to one 'grape' class) -> validate -> split -> train -> evaluate -> report."""
+    overrides = ["experiment=grapes_quick", "models=[smp_unet_r18]", "train.epochs=1", "train.image_size=[96,128]",
+                 "name=grapes_e2e"]
+    r = _run(SEGBENCH + ["run", *overrides, "--workdir", str(tmp_path), "--cores", "2"], REPO)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
+    ds = tmp_path / "data/processed/grapes"
+    meta = json.loads((ds / "dataset.json").read_text())
+    assert meta["source_format"] == "labelme" and meta["num_images"] == 11
+    assert [c["name"] for c in meta["classes"]] == ["background", "grape"]
+    # both grape labels became class 1; every photo has grape pixels and background
+    for sid, e in meta["manifest"].items():
+        m = np.asarray(Image.open(ds / e["mask"]))
+        assert set(np.unique(m)) == {0, 1}, sid
+    # photos 1 and 7 are one picture annotated twice: one group, never on both sides of the split
+    assert meta["manifest"]["1"]["group"] == meta["manifest"]["7"]["group"]
+    splits = json.loads((tmp_path / "results/grapes_e2e/splits.json").read_text())
+    sides = [name for name, ids in (("test", splits["test"]), ("train", splits["folds"][0]["train"]),
+                                    ("val", splits["folds"][0]["val"])) if "1" in ids or "7" in ids]
+    assert len(sides) == 1
+    summary = pd.read_csv(tmp_path / "results/grapes_e2e/summary.csv")
+    assert summary["model"].tolist() == ["smp_unet_r18"] and summary["mIoU"].between(0, 1).all()
+    assert "grape" in (tmp_path / "results/grapes_e2e/report/index.html").read_text()
