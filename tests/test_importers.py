@@ -534,3 +534,19 @@ def test_cli_convert_with_format_and_classes(tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "annotations.xml" in err and not (tmp_path / "bad").exists()
+
+
+def test_labelme_3x_file_without_shape_type_is_a_polygon(tmp_path):
+    """labelme 3.x wrote no shape_type (every shape was a polygon) and colour keys per shape."""
+    src = tmp_path / "src"
+    src.mkdir()
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((10, 20, 3), np.uint8)).save(buf, format="JPEG")
+    doc = {"flags": {}, "shapes": [{"label": "thing", "line_color": None, "fill_color": None,
+                                    "points": [[2, 2], [12, 2], [12, 8], [2, 8]]}],
+           "lineColor": [0, 255, 0, 128], "fillColor": [255, 0, 0, 128], "imagePath": "a.jpg",
+           "imageData": base64.b64encode(buf.getvalue()).decode()}
+    (src / "a.json").write_text(json.dumps(doc))
+    meta, masks = _convert(tmp_path, "v3", format="labelme", root=str(src))
+    assert (masks["a"][2:9, 2:13] == 1).all() and (masks["a"] == 1).sum() == 7 * 11  # outline included, as labelme
+    assert meta["manifest"]["a"]["image"] == "images/a.jpg"
