@@ -57,8 +57,20 @@ def test_evaluation_counts_all_non_ignored_pixels(trained, processed):
     assert sorted(per_image["id"]) == sorted(splits["test"])
     assert per_image["pixels"].sum() == expected
     preds = sorted((ev / "predictions").glob("*.png"))
-    assert [p.stem for p in preds] == sorted(splits["test"])[:2]
+    worst = [w["id"] for w in m["worst_images"]]
+    assert len(worst) == 3 and [w["mIoU"] for w in m["worst_images"]] == sorted(w["mIoU"] for w in m["worst_images"])
+    assert min(per_image["mIoU"]) == pytest.approx(m["worst_images"][0]["mIoU"])
+    assert {p.stem for p in preds} == set(sorted(splits["test"])[:2]) | set(worst)
     assert np.asarray(Image.open(preds[0])).shape == (360, 480)
+    # the fold's validation images are evaluated too (selection reads only these)
+    val_ids = splits["folds"][0]["val"]
+    val_cm = np.load(ev / "val_confusion.npy")
+    assert len(pd.read_csv(ev / "val_per_image.csv")) == len(val_ids) == m["val"]["num_images"]
+    assert val_cm.sum() == sum(int((np.asarray(Image.open(processed.parent / meta["manifest"][i]["mask"])) != 255).sum())
+                               for i in val_ids)
+    assert np.array_equal(np.load(ev / "val_confusion_per_image.npy").sum(0), val_cm)
+    assert m["val"]["mIoU"] == pytest.approx(metrics_from_confusion(val_cm)["mIoU"])
+    assert m["peak_memory_mb"] > 0
 
 
 def test_checkpoint_roundtrip_is_exact(trained):
@@ -107,3 +119,51 @@ def test_training_is_reproducible(tmp_path, processed, workers):
         assert (tmp_path / run / "history.csv").read_text().split("\n")[1].split(",")[:4] == \
             (tmp_path / "a" / "history.csv").read_text().split("\n")[1].split(",")[:4]
     assert digests[0] == digests[1]
+
+
+def test_onnx_export_matches_pytorch_on_real_images(trained, processed, tmp_path):
+    from segbench.best import onnx_export_and_check
+    from segbench.data.dataset import read_image
+
+    root, jobs, splits, _ = trained
+    model, info = load_trained_model(root / "models" / "m" / "fold0")
+    meta = json.loads(processed.read_text())
+    images = [read_image(processed.parent / meta["manifest"][i]["image"]) for i in splits["test"][:3]]
+    r = onnx_export_and_check(model, info, images, tmp_path / "m.onnx")
+    assert r["error"] is None and r["passed"], r
+    assert r["argmax_agreement"] >= 0.9999 and r["max_abs_logit_diff"] < 1e-3 and r["images"] == 3
+    assert r["dynamic_hw"]["ok"] and r["dynamic_hw"]["size"] != r["input_size"]  # another height and width
+    import onnx
+
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    dims = graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param for d in dims[2:]] == ["height", "width"]  # dynamic H and W in the file itself
+
+    import torch
+
+    class NotExportable(torch.nn.Module):  # a Python float from the data: traced as a constant, so parity fails
+        def forward(self, x):
+            return torch.zeros((1, 11) + tuple(x.shape[2:])) + float(x.mean()) * torch.arange(11.0)[None, :, None, None]
+
+    r = onnx_export_and_check(NotExportable(), info, images, tmp_path / "bad.onnx")
+    assert not r["passed"] and r["max_abs_logit_diff"] > 1e-3  # the baked-in constant is caught
+
+
+def test_ensemble_of_a_model_with_itself_evaluates_like_the_model(trained, processed):
+    import shutil
+
+    from segbench.ensemble import build_ensemble
+    from segbench.evaluate import evaluate_loaded
+
+    root, jobs, splits, _ = trained
+    shutil.copytree(root / "models" / "m" / "fold0", root / "models" / "m2" / "fold0", dirs_exist_ok=True)
+    ev_cfg = dict(jobs["evaluate"], save_predictions=0, n_worst=0)
+    single = evaluate_model(root / "models" / "m" / "fold0", processed, root / "splits.json", ev_cfg, root / "eval" / "m" / "fold0")
+    evaluate_model(root / "models" / "m2" / "fold0", processed, root / "splits.json", ev_cfg, root / "eval" / "m2" / "fold0")
+    folder, info = build_ensemble(root, ["m", "m2"], 0, 1, 2)
+    assert info["ensemble"] == [{"name": "m", "path": "members/m"}, {"name": "m2", "path": "members/m2"}]
+    model, info = load_trained_model(folder)  # self-contained: members copied beside model.json
+    ens = evaluate_loaded(model, info, "cpu", processed, root / "splits.json", ev_cfg, root / "eval" / "ens" / "fold0")
+    assert np.array_equal(np.load(root / "eval" / "ens" / "fold0" / "confusion.npy"),
+                          np.load(root / "eval" / "m" / "fold0" / "confusion.npy"))
+    assert ens["val"]["mIoU"] == pytest.approx(single["val"]["mIoU"])

@@ -55,21 +55,44 @@ def test_workflow_end_to_end(tmp_path, camvid_subset):
         assert np.load(exp / "eval" / m / "fold0" / "confusion.npy").sum() == expected
 
     summary = pd.read_csv(exp / "summary.csv")
-    assert sorted(summary["model"]) == sorted(models)
-    assert set(summary["library"]) == {"smp", "torchvision", "mmseg"}
+    assert sorted(summary["model"]) == sorted(models + ["ensemble_top2"])
+    assert set(summary["library"]) == {"smp", "torchvision", "mmseg", "ensemble"}
     for col in ("mIoU", "mDice", "mAcc", "aAcc", "fwIoU", "mBoundaryIoU", "val_mIoU"):
         assert summary[col].between(0, 1).all(), col
     assert (summary["mIoU_ci_low"] <= summary["mIoU"]).all() and (summary["mIoU"] <= summary["mIoU_ci_high"]).all()
     assert (summary["time_ms_median"] > 0).all() and (summary["time_ms_p95"] >= summary["time_ms_median"]).all()
     sj = json.loads((exp / "summary.json").read_text())
-    assert sj["best"]["model"] == summary.iloc[0]["model"]
+    assert sj["best"]["model"] == summary.iloc[0]["model"]  # ranked on validation, selectable first
     assert 0 < sj["baseline"]["mIoU"] < 1
     html = (exp / "report" / "index.html").read_text()
     for m in models:
         assert m in html
     assert html.count("data:image/png;base64,") >= 6 and "http://" not in html and "https://" not in html
-    assert "95% CI" in html and "Boundary IoU" in html and "ms / image (median)" in html and "Speed against accuracy" in html
-    assert (exp / "best" / "model.safetensors").is_file()
+    assert "95% CI" in html and "Boundary IoU" in html and "ms / image (median)" in html
+    # the answer first: selected model, test mIoU with CI, verdict against the runner-up
+    sel = json.loads((exp / "selection.json").read_text())
+    first = html.index("<div class='verdict")
+    assert first < html.index("<h2>") and f"<b>Use {sel['model']}</b>" in html[first:first + 400]
+    assert "Against the runner-up:" in html and sel["verdict"] and sel["selected_on"] == "validation"
+    for section in ("Paired comparisons on the test images", "Accuracy against latency", "Worst test images per model"):
+        assert section in html, section
+    # an ensemble of the two best models is one more candidate, scored on the same images
+    assert "ensemble_top2" in set(summary["model"])
+    ens = json.loads((exp / "models/ensemble_top2/fold0/ensemble.json").read_text())
+    assert len(ens["members"]) == 2 and set(ens["members"]) <= set(models)
+    # best/: the chosen model ready to use, its ONNX export checked against PyTorch on real images
+    best = exp / "best"
+    for f in ("model.json", "classes.json", "preprocessing.json", "MODEL_CARD.md", "README.md", "selection.json"):
+        assert (best / f).is_file(), f
+    assert (best / "model.safetensors").is_file() or (best / "members").is_dir()
+    parity = json.loads((best / "onnx_parity.json").read_text())
+    assert parity["passed"] or parity["error"], parity
+    card = (best / "MODEL_CARD.md").read_text()
+    assert "segbench predict --model" in card and "95 % bootstrap CI" in card and sel["model"] in card
+    # the report as Chromium shows it: every picture displayed, none empty
+    from segbench.report_check import check_report
+
+    assert check_report(exp / "report" / "index.html")["broken_in_browser"] == 0
 
     # a second run does nothing
     r2 = _run(SEGBENCH + ["run", *overrides, "--workdir", str(tmp_path), "--cores", "2"], REPO)

@@ -25,15 +25,14 @@ models are ranked by test mIoU and the selection says so (``selected_on: "test"`
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .io import atomic_dir, atomic_path, atomic_write_json, atomic_write_text
-from .metrics import bootstrap_scores
+from .io import atomic_path, atomic_write_json
+from .metrics import bootstrap_scores, metrics_from_confusion
 
 #: bootstrap resamples for the confidence interval of test mIoU (seeded: the same CI every run)
 N_BOOTSTRAP = 2000
@@ -58,14 +57,21 @@ def majority_baseline(validation: dict[str, Any], splits: dict[str, Any], classe
     return {"class": classes[k], "class_id": k, "mIoU": float(np.nanmean(iou)), "aAcc": float(test_counts[k] / total)}
 
 
-def aggregate(experiment_dir: str | Path, models: dict[str, dict[str, Any]], n_folds: int, dataset_dir: str | Path) -> dict[str, Any]:
-    """Build the summary of an experiment from its ``eval/`` and ``models/`` folders.
+def _load_stack(path: Path) -> np.ndarray | None:
+    return np.load(path) if path.is_file() else None
+
+
+def aggregate(experiment_dir: str | Path, models: dict[str, dict[str, Any]], n_folds: int, dataset_dir: str | Path,
+              select_cfg: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Build the summary of an experiment from its ``eval/`` and ``models/`` folders and select the best model.
 
     Args:
         experiment_dir: ``results/<experiment>``.
         models: ``{name: model config}`` (for library and architecture).
         n_folds: number of folds.
         dataset_dir: the canonical dataset folder (``dataset.json``, ``validation.json``).
+        select_cfg: the ``select`` config (criterion, constraints, compare_top, n_bootstrap); see
+            :mod:`segbench.select`.
 
     Returns:
         The ``summary.json`` content.
@@ -73,46 +79,72 @@ def aggregate(experiment_dir: str | Path, models: dict[str, dict[str, Any]], n_f
     Raises:
         FileNotFoundError: an evaluation or training output is missing (names the file).
     """
+    from .select import paired_comparison, pareto_front, select_model
+
+    sel_cfg = dict(select_cfg or {})
+    n_boot = int(sel_cfg.get("n_bootstrap", N_BOOTSTRAP))
+    criterion = sel_cfg.get("criterion", "mIoU")
+    constraints = {k: sel_cfg.get(k) for k in ("max_ms_per_image", "max_memory_mb", "max_params")}
     exp = Path(experiment_dir)
     dataset_dir = Path(dataset_dir)
     meta = json.loads((dataset_dir / "dataset.json").read_text())
     validation = json.loads((dataset_dir / "validation.json").read_text())
     splits = json.loads((exp / "splits.json").read_text())
     classes = [c["name"] for c in meta["classes"]]
-    rows, per_class, curves, best_fold = [], {}, [], {}
+    has_val = all(len(f.get("val") or []) > 0 for f in splits["folds"])
+    rows, per_class, curves, best_fold, candidates, test_stacks = [], {}, [], {}, [], {}
     for name, mcfg in models.items():
         folds = []
+        is_ensemble = mcfg.get("library") == "ensemble"
         for k in range(n_folds):
             ev, tr = exp / "eval" / name / f"fold{k}", exp / "models" / name / f"fold{k}"
-            for p in (ev / "metrics.json", tr / "train_meta.json", tr / "history.csv"):
+            needed = (ev / "metrics.json", tr / "ensemble.json") if is_ensemble else \
+                (ev / "metrics.json", tr / "train_meta.json", tr / "history.csv")
+            for p in needed:
                 if not p.is_file():
                     raise FileNotFoundError(f"{p} not found; run the workflow's train and evaluate steps first")
             m = json.loads((ev / "metrics.json").read_text())
-            t = json.loads((tr / "train_meta.json").read_text())
+            if is_ensemble:  # no training of its own
+                t = dict(json.loads((tr / "ensemble.json").read_text()), epoch_time_s_median=0.0, wall_time_s=0.0)
+                mcfg = dict(mcfg, arch="softmax average of " + " + ".join(t["members"]))
+            else:
+                t = json.loads((tr / "train_meta.json").read_text())
+                h = pd.read_csv(tr / "history.csv")
+                h.insert(0, "fold", k)
+                h.insert(0, "model", name)
+                curves.append(h)
             folds.append((k, m, t))
-            h = pd.read_csv(tr / "history.csv")
-            h.insert(0, "fold", k)
-            h.insert(0, "model", name)
-            curves.append(h)
         ci_low = ci_high = float("nan")
-        stacks = [exp / "eval" / name / f"fold{k}" / "confusion_per_image.npy" for k in range(n_folds)]
-        if all(p.is_file() for p in stacks):
-            scores = np.mean([bootstrap_scores(np.load(p), N_BOOTSTRAP, seed=0) for p in stacks], axis=0)
+        stacks = [_load_stack(exp / "eval" / name / f"fold{k}" / "confusion_per_image.npy") for k in range(n_folds)]
+        if all(st is not None for st in stacks):
+            test_stacks[name] = stacks
+            scores = np.mean([bootstrap_scores(st, n_boot, seed=0) for st in stacks], axis=0)
             ci_low, ci_high = (float(v) for v in np.quantile(scores, [0.025, 0.975]))
 
         def f(key: str, folds=folds) -> np.ndarray:
             return np.array([np.nan if m.get(key) is None else m[key] for _, m, _ in folds], dtype=float)
 
+        # validation: pooled over folds (out-of-fold with k-fold); test files are not read for this
+        val_cms = [exp / "eval" / name / f"fold{k}" / "val_confusion.npy" for k in range(n_folds)]
+        val_cm = np.sum([np.load(p) for p in val_cms], axis=0) if has_val and all(p.is_file() for p in val_cms) else None
+        val_time = np.nanmean([np.nan if (m.get("val") or {}).get("time_ms_median") is None else m["val"]["time_ms_median"]
+                               for _, m, _ in folds])
+        memory = np.nanmax(f("peak_memory_mb")) if np.isfinite(f("peak_memory_mb")).any() else float("nan")
         arch = mcfg.get("arch") or Path(str(mcfg.get("config", ""))).stem
         if mcfg.get("encoder"):
             arch = f"{arch}({mcfg['encoder']})"
+        params = folds[0][2]["parameters"]
+        candidates.append({"name": name, "parameters": params, "val_time_ms": float(val_time),
+                           "memory_mb": None if np.isnan(memory) else float(memory),
+                           "val_confusion": val_cm if val_cm is not None else np.sum(
+                               [np.load(exp / "eval" / name / f"fold{k}" / "confusion.npy") for k in range(n_folds)], axis=0)})
         rows.append({
             "model": name,
             "library": mcfg["library"],
             "architecture": arch,
-            "parameters": folds[0][2]["parameters"],
+            "parameters": params,
             "folds": n_folds,
-            "val_mIoU": float(np.mean([np.nan if t.get("best_val_mIoU") is None else t["best_val_mIoU"] for _, _, t in folds])),
+            "val_mIoU": float(metrics_from_confusion(val_cm)["mIoU"]) if val_cm is not None else float("nan"),
             "mIoU": float(np.mean(f("mIoU"))),
             "mIoU_std": float(np.std(f("mIoU"))),
             "mDice": float(np.mean(f("mDice"))),
@@ -126,33 +158,61 @@ def aggregate(experiment_dir: str | Path, models: dict[str, dict[str, Any]], n_f
             "time_ms_median": float(np.mean(f("time_ms_median"))),
             "time_ms_p95": float(np.mean(f("time_ms_p95"))),
             "peak_gpu_memory_mib": float(np.nanmax(f("peak_gpu_memory_mib"))) if np.isfinite(f("peak_gpu_memory_mib")).any() else float("nan"),
+            "peak_memory_mb": float(memory),
             "epoch_time_s": float(np.mean([t["epoch_time_s_median"] for _, _, t in folds])),
             "train_time_s": float(np.sum([t["wall_time_s"] for _, _, t in folds])),
         })
         per_class[name] = np.nanmean(np.array([[np.nan if v is None else v for v in m["IoU"]] for _, m, _ in folds], dtype=float), axis=0).tolist()
-        # the fold whose weights go to best/: the best on validation (test is never looked at)
-        best_fold[name] = max(folds, key=lambda x: -np.inf if x[2].get("best_val_mIoU") is None else x[2]["best_val_mIoU"])[0]
+        # the fold whose weights go to best/: the best on its own validation images (test is never looked at)
+        best_fold[name] = max(folds, key=lambda x: -np.inf if (x[1].get("val") or {}).get("mIoU") is None
+                              else x[1]["val"]["mIoU"])[0] if has_val else 0
+    choice = select_model(candidates, criterion, constraints, background=meta.get("background"))
+    order = {r["name"]: i for i, r in enumerate(choice["ranking"])}
+    by_name = {r["name"]: r for r in choice["ranking"]}
     df = pd.DataFrame(rows)
-    on_val = bool(df["val_mIoU"].notna().all())
-    key = "val_mIoU" if on_val else "mIoU"
-    df = df.sort_values([key, "parameters"], ascending=[False, True], kind="stable").reset_index(drop=True)
+    df["val_score"] = [by_name[n]["score"] for n in df["model"]]
+    df["selectable"] = [by_name[n]["selectable"] for n in df["model"]]
+    df["violations"] = ["; ".join(by_name[n]["violations"]) for n in df["model"]]
+    front = pareto_front([(r["model"], r["time_ms_median"], r["val_score"]) for r in df.to_dict(orient="records")])
+    df["pareto"] = df["model"].isin(front)
+    df = df.iloc[np.argsort([order[n] for n in df["model"]], kind="stable")].reset_index(drop=True)
     df.insert(0, "rank", range(1, len(df) + 1))
     baseline = majority_baseline(validation, splits, classes)
-    best = df.iloc[0]
+    basis = "validation" if has_val else "test"
+    selected = choice["selected"]
+    comparisons = []
+    ranked = [r["name"] for r in choice["ranking"]]
+    if selected is not None and selected in test_stacks:
+        others = [n for n in ranked if n != selected and n in test_stacks][: max(0, int(sel_cfg.get("compare_top", 3)) - 1)]
+        comparisons = [paired_comparison(selected, o, test_stacks[selected], test_stacks[o], n_boot, seed=0)
+                       for o in others]
+    best_row = df[df["model"] == selected].iloc[0] if selected is not None else None
+    runner_up = next((n for n in ranked if n != selected), None)
+    crit_text = {"mIoU": "dataset-level mIoU", "mDice_fg": "mean foreground Dice"}[criterion]
     selection = {
-        "model": best["model"],
-        "library": best["library"],
-        "fold": best_fold[best["model"]],
-        "selected_on": "validation" if on_val else "test",
-        "criterion": ("highest validation mIoU (mean over folds; ties: fewer parameters); the test split is not used"
-                      if on_val else "highest test mIoU: there is no validation split, so this choice is biased "
-                      "towards the test set; set split.val_fraction > 0"),
-        "val_mIoU": best["val_mIoU"] if on_val else None,
-        "mIoU": best["mIoU"],
-        "runner_up": df.iloc[1]["model"] if len(df) > 1 else None,
-        "margin_val_mIoU": float(best["val_mIoU"] - df.iloc[1]["val_mIoU"]) if len(df) > 1 and on_val else None,
-        "margin_mIoU": float(best["mIoU"] - df.iloc[1]["mIoU"]) if len(df) > 1 else None,
+        "model": selected,
+        "library": None if best_row is None else best_row["library"],
+        "fold": None if selected is None else best_fold[selected],
+        "selected_on": basis,
+        "criterion": criterion,
+        "constraints": choice["constraints"],
+        "rule": (f"highest validation {crit_text} ({'pooled out-of-fold over ' + str(n_folds) + ' folds' if n_folds > 1 else 'validation split'}); "
+                 "ties go to fewer parameters, then lower latency; models breaking a constraint are not selectable; "
+                 "the test split is not used" if has_val else
+                 f"highest test {crit_text}: there is no validation split, so this choice is biased towards the test "
+                 "set; set split.val_fraction > 0"),
+        "val_score": None if best_row is None else float(best_row["val_score"]),
+        "mIoU": None if best_row is None else float(best_row["mIoU"]),
+        "mIoU_ci_low": None if best_row is None else float(best_row["mIoU_ci_low"]),
+        "mIoU_ci_high": None if best_row is None else float(best_row["mIoU_ci_high"]),
+        "runner_up": runner_up,
+        "margin_val_score": (float(best_row["val_score"] - by_name[runner_up]["score"])
+                             if best_row is not None and runner_up else None),
+        "verdict": comparisons[0]["verdict"] if comparisons else None,
+        "comparisons": comparisons,
+        "ranking": [{k: v for k, v in r.items()} for r in choice["ranking"]],
         "baseline_mIoU": baseline["mIoU"],
+        "no_selectable_model": selected is None,
     }
     summary = {
         "experiment": exp.name,
@@ -168,19 +228,6 @@ def aggregate(experiment_dir: str | Path, models: dict[str, dict[str, Any]], n_f
         df.to_csv(tmp, index=False, float_format="%.6g")
     with atomic_path(exp / "learning_curves.csv") as tmp:
         pd.concat(curves, ignore_index=True).to_csv(tmp, index=False, float_format="%.6g")
-    src = exp / "models" / selection["model"] / f"fold{selection['fold']}"
-    with atomic_dir(exp / "best") as tmp:
-        for name in ("model.safetensors", "model.json"):
-            shutil.copyfile(src / name, tmp / name)
-        atomic_write_json(tmp / "selection.json", selection)
-        atomic_write_text(tmp / "README.md", (
-            f"# Best model of {exp.name}: {selection['model']} ({selection['library']})\n\n"
-            f"Selected by {selection['criterion']}. Test mIoU {selection['mIoU']:.4f}"
-            + (f" ({selection['margin_mIoU']:+.4f} against {selection['runner_up']})" if selection["runner_up"] else "")
-            + f"; majority-class baseline {baseline['mIoU']:.4f}.\n\n"
-            "Files: `model.safetensors` (weights), `model.json` (architecture, classes, input size, normalisation).\n\n"
-            "Load it in Python:\n\n```python\nfrom segbench.evaluate import load_trained_model\n"
-            f"model, info = load_trained_model('{exp.as_posix()}/best')\n```\n"
-        ))
+    atomic_write_json(exp / "selection.json", selection)
     atomic_write_json(exp / "summary.json", summary)
     return summary

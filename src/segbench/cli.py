@@ -5,7 +5,7 @@ workflow's steps, each runnable alone (the Snakemake rules call them).
     segbench config experiment=camvid_quick ...      print the composed, validated config
     segbench models                                  list the model configs (library, name, parameters)
     segbench predict --model results/<exp>/best photo.jpg -o photo_mask.png    segment images
-    segbench convert | validate | split | train | evaluate | aggregate | report   (workflow steps)
+    segbench convert | validate | split | train | evaluate | ensemble | aggregate | best | report   (workflow steps)
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -155,11 +156,65 @@ def _cmd_aggregate(args):
     from .config import load_json
 
     models = {Path(p).stem: load_json(p) for p in args.model_configs}
-    s = aggregate(args.experiment, models, args.folds, args.dataset_dir)
+    for name in args.ensembles or []:
+        models[name] = {"library": "ensemble", "arch": "softmax average"}
+    sel_cfg = load_json(args.select) if args.select else None
+    t0 = time.perf_counter()
+    s = aggregate(args.experiment, models, args.folds, args.dataset_dir, sel_cfg)
+    dt = time.perf_counter() - t0
     for r in s["models"]:
-        print(f"{r['rank']}. {r['model']:<24} {r['library']:<12} val mIoU {r['val_mIoU']:.4f}  test mIoU {r['mIoU']:.4f}")
+        flag = "" if r["selectable"] else f"  (not selectable: {r['violations']})"
+        print(f"{r['rank']}. {r['model']:<24} {r['library']:<12} val {s['best']['criterion']:<5} {r['val_score']:.4f}  "
+              f"test mIoU {r['mIoU']:.4f} [{r['mIoU_ci_low']:.4f}, {r['mIoU_ci_high']:.4f}]{flag}")
     print(f"   majority-class baseline                          test mIoU {s['baseline']['mIoU']:.4f}")
-    print(f"selected: {s['best']['model']} ({s['best']['criterion']})")
+    print(f"selected: {s['best']['model']} ({s['best']['rule']})")
+    for c in s["best"]["comparisons"]:
+        print(f"  {c['verdict']}")
+    print(f"aggregation and statistics took {dt:.2f} s")
+    return 0
+
+
+def _cmd_ensemble(args):
+    import torch
+
+    from .config import load_json
+    from .ensemble import build_ensemble
+    from .evaluate import device_of, evaluate_loaded, load_trained_model
+
+    sel = load_json(args.select)
+    ev = load_json(args.config)
+    meta = load_json(args.dataset)
+    if args.threads:
+        torch.set_num_threads(int(args.threads))
+    folder, _ = build_ensemble(args.experiment, args.models, args.fold, args.folds, int(sel.get("ensemble_top_k", 2)),
+                               sel.get("criterion", "mIoU"), meta.get("background"))
+    device = device_of(ev.get("device", "auto"))
+    model, info = load_trained_model(folder, device)
+    m = evaluate_loaded(model, info, device, args.dataset, args.splits, ev, args.out)
+    print(f"{info['model']['name']} = {' + '.join(info['model']['members'])}: validation mIoU {m['val']['mIoU']:.4f}")
+    return 0
+
+
+def _cmd_check_report(args):
+    from .report_check import check_report
+
+    r = check_report(args.report, screenshot=args.screenshot)
+    print(f"{args.report}: {r['images']} pictures, all displayed by Chromium, none empty"
+          + (f"; screenshot {args.screenshot}" if args.screenshot else ""))
+    return 0
+
+
+def _cmd_best(args):
+    from .best import package_best
+    from .config import load_json
+
+    parity = package_best(args.experiment, args.dataset_dir, load_json(args.select), load_json(args.evaluate))
+    if parity.get("error"):
+        print(f"best/: {parity['error']}")
+    elif parity:
+        print(f"best/model.onnx: parity {'passed' if parity['passed'] else 'FAILED'}: max |logit diff| "
+              f"{parity.get('max_abs_logit_diff', float('nan')):.2e}, argmax agreement "
+              f"{100 * parity.get('argmax_agreement', 0):.4f} %; dynamic H/W {parity.get('dynamic_hw', {}).get('ok')}")
     return 0
 
 
@@ -267,12 +322,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=None)
     s.set_defaults(fn=_cmd_evaluate)
 
-    s = sub.add_parser("aggregate", help="summary.csv/json and best/ from all evaluations")
+    s = sub.add_parser("aggregate", help="summary.csv/json, selection.json (selection on validation, paired tests)")
     s.add_argument("--experiment", required=True)
     s.add_argument("--dataset-dir", required=True)
     s.add_argument("--folds", type=int, required=True)
     s.add_argument("--model-configs", nargs="+", required=True)
+    s.add_argument("--select", default=None, help="select config (JSON)")
+    s.add_argument("--ensembles", nargs="*", default=[], help="ensemble candidates evaluated by segbench ensemble")
     s.set_defaults(fn=_cmd_aggregate)
+
+    s = sub.add_parser("ensemble", help="softmax-average the top-k models (on validation) of one fold and evaluate it")
+    for a in ("experiment", "dataset", "splits", "select", "config", "out"):
+        s.add_argument(f"--{a}", required=True)
+    s.add_argument("--fold", type=int, required=True)
+    s.add_argument("--folds", type=int, required=True)
+    s.add_argument("--models", nargs="+", required=True)
+    s.add_argument("--threads", type=int, default=None)
+    s.set_defaults(fn=_cmd_ensemble)
+
+    s = sub.add_parser("best", help="package the selected model in best/ (weights, config, ONNX + parity, model card)")
+    s.add_argument("--experiment", required=True)
+    s.add_argument("--dataset-dir", required=True)
+    s.add_argument("--select", required=True, help="select config (JSON)")
+    s.add_argument("--evaluate", required=True, help="evaluate config (JSON)")
+    s.set_defaults(fn=_cmd_best)
+
+    s = sub.add_parser("check-report", help="check a report in headless Chromium: every picture shows, none is empty")
+    s.add_argument("report", help="results/<experiment>/report/index.html")
+    s.add_argument("--screenshot", default=None, help="keep the full-page screenshot here (PNG)")
+    s.set_defaults(fn=_cmd_check_report)
 
     s = sub.add_parser("report", help="render report/index.html")
     s.add_argument("--experiment", required=True)
@@ -290,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     from .config import ConfigError
     from .data.convert import DatasetError
+    from .report_check import ReportCheckError
 
     args = build_parser().parse_args(argv)
     # progress bars and logs reach a piped log (Snakemake's `| tee`) as they happen
@@ -300,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         args.src = str(shared_dir() / "data" / "camvid")
     try:
         return int(args.fn(args) or 0)
-    except (ConfigError, DatasetError, FileNotFoundError) as err:
+    except (ConfigError, DatasetError, FileNotFoundError, ReportCheckError) as err:
         print(f"segbench {args.command}: error: {err}", file=sys.stderr)
         return 2
 

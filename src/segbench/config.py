@@ -126,7 +126,7 @@ def job_configs(cfg: dict[str, Any]) -> dict[str, Any]:
     changing one model retrains that model only and a report option retrains nothing.
 
     Returns:
-        ``{"dataset": ..., "split": ..., "train": ..., "augment": ..., "evaluate": ..., "report": ...,
+        ``{"dataset": ..., "split": ..., "train": ..., "augment": ..., "evaluate": ..., "report": ..., "select": ...,
         "models": {name: ...}}``; ``split`` and ``train`` carry the experiment's seed, ``train`` and
         ``evaluate`` its device and the training image size.
     """
@@ -139,6 +139,7 @@ def job_configs(cfg: dict[str, Any]) -> dict[str, Any]:
         "evaluate": dict(cfg["evaluate"], device=cfg["device"], image_size=cfg["train"]["image_size"],
                          normalize=cfg["augment"]["normalize"]),
         "report": dict(cfg["report"], name=cfg["name"]),
+        "select": dict(cfg["select"], seed=cfg["seed"]),
         "models": {name: dict(m, name=name) for name, m in cfg["model"].items()},
     }
 

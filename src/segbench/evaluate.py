@@ -1,4 +1,4 @@
-"""Evaluate one trained model on the test split with segbench's one metric implementation.
+"""Evaluate one trained model on its validation and test splits with segbench's one metric implementation.
 
 Inference (:mod:`segbench.inference`; default ``mode: resize``): each test image is resized to the
 training size, the logits are resized bilinearly back to the image's own size and the argmax is
@@ -16,8 +16,13 @@ Outputs in ``out_dir``:
   images, time per image (median and p95, ms; wall clock including the resize back) and the peak GPU
   memory (MiB, on a GPU);
 * ``per_image.csv``: one row per test image: ``id, mIoU, mDice, aAcc, mBoundaryIoU, pixels, time_ms``;
-* ``predictions/<id>.png``: predicted masks of the first ``save_predictions`` test ids (sorted), for
-  the report's overlays.
+* ``predictions/<id>.png``: predicted masks of the first ``save_predictions`` test ids (sorted) and
+  of the ``n_worst`` test images with the lowest per-image mIoU (listed in ``metrics.json``
+  ``worst_images``), for the report's overlays;
+* ``val_confusion.npy``, ``val_confusion_per_image.npy``, ``val_per_image.csv`` and
+  ``metrics.json["val"]``: the same on the fold's validation images, which selection and ensembling
+  use (they never read the test files). ``peak_memory_mb``: peak GPU memory on a GPU, else the
+  evaluation process's peak RSS.
 """
 
 from __future__ import annotations
@@ -52,7 +57,8 @@ def device_of(device_cfg: str) -> str:
 
 
 def load_trained_model(ckpt_dir: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild a trained model from ``model.json`` + ``model.safetensors`` in ``ckpt_dir``.
+    """Rebuild a trained model from ``model.json`` + ``model.safetensors`` in ``ckpt_dir`` (or, for an
+    ensemble, from the member folders its ``model.json`` lists).
 
     Returns:
         ``(model in eval mode on device, model.json content)``.
@@ -63,30 +69,105 @@ def load_trained_model(ckpt_dir: str | Path, device: str = "cpu") -> tuple[torch
     from safetensors.torch import load_file
 
     ckpt_dir = Path(ckpt_dir)
-    for name in ("model.json", "model.safetensors"):
-        if not (ckpt_dir / name).is_file():
-            raise FileNotFoundError(f"{ckpt_dir / name} not found; train the model first (segbench train)")
+    if not (ckpt_dir / "model.json").is_file():
+        raise FileNotFoundError(f"{ckpt_dir / 'model.json'} not found; train the model first (segbench train)")
     info = json.loads((ckpt_dir / "model.json").read_text())
+    if info.get("ensemble"):  # a softmax-averaging ensemble: members in sub-folders (see segbench.ensemble)
+        from .ensemble import EnsembleModel
+
+        members = [load_trained_model(ckpt_dir / m["path"], device)[0] for m in info["ensemble"]]
+        return EnsembleModel(members).to(device).eval(), info
+    if not (ckpt_dir / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{ckpt_dir / 'model.safetensors'} not found; train the model first (segbench train)")
     model_cfg = dict(info["model"], encoder_weights=None)  # the trained weights replace any pretrained ones
     model = create_model(num_classes=info["num_classes"], **model_cfg)
     model.load_state_dict(load_file(str(ckpt_dir / "model.safetensors")))
     return model.to(device).eval(), info
 
 
+def _memory_mb(device: str) -> float:
+    """Peak memory of evaluation: GPU memory allocated by torch on a GPU, else the process's peak RSS."""
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _run_split(model: torch.nn.Module, ids: list[str], meta: dict[str, Any], root: Path, infer: InferenceConfig,
+               device: str, n: int, ignore: int, keep: set[str], n_worst: int, background: int | None) -> dict[str, Any]:
+    """Evaluate ``ids``: the dataset-level confusion, per-image rows and matrices, Boundary IoU counts,
+    the predictions of ``keep`` and of the ``n_worst`` images with the lowest per-image mIoU."""
+    b_inter = np.zeros(n, np.int64)
+    b_union = np.zeros(n, np.int64)
+    total = np.zeros((n, n), dtype=np.int64)
+    rows, cms, saved, worst = [], [], {}, []
+    for sid in sorted(ids):
+        entry = meta["manifest"][sid]
+        image = read_image(root / entry["image"])
+        target = read_mask(root / entry["mask"])
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        pred = segment(model, image, infer, device)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        dt = (time.perf_counter() - t0) * 1000
+        cm = confusion_matrix(target, pred, n, ignore)
+        total += cm
+        cms.append(cm)
+        m = metrics_from_confusion(cm)
+        bi, bu = boundary_iou_counts(target, pred, n, ignore)
+        b_inter += bi
+        b_union += bu
+        rows.append({"id": sid, "mIoU": m["mIoU"], "mDice": m["mDice"], "aAcc": m["aAcc"],
+                     "mBoundaryIoU": boundary_iou(bi, bu)["mBoundaryIoU"], "pixels": int(cm.sum()), "time_ms": dt})
+        if sid in keep:
+            saved[sid] = pred
+        if n_worst and not np.isnan(m["mIoU"]):  # keep the n_worst lowest-mIoU predictions (a bounded list)
+            worst.append((m["mIoU"], sid, pred))
+            worst.sort(key=lambda w: (w[0], w[1]))
+            del worst[n_worst:]
+    for _, sid, pred in worst:
+        saved[sid] = pred
+    per_image = pd.DataFrame(rows, columns=["id", "mIoU", "mDice", "aAcc", "mBoundaryIoU", "pixels", "time_ms"])
+    result = metrics_from_confusion(total, background=background)
+    result.update(boundary_iou(b_inter, b_union))
+    result.update({
+        "image_averaged": {k: float(per_image[k].mean()) for k in ("mIoU", "mDice", "aAcc", "mBoundaryIoU")},
+        "num_images": len(ids),
+        "num_pixels": int(total.sum()),
+        "time_ms_median": float(per_image["time_ms"].median()) if len(per_image) else None,
+        "time_ms_p95": float(per_image["time_ms"].quantile(0.95)) if len(per_image) else None,
+        "worst_images": [{"id": sid, "mIoU": float(v)} for v, sid, _ in worst],
+    })
+    return {"result": result, "total": total, "cms": cms, "per_image": per_image, "saved": saved}
+
+
+def _write_split(out_dir: Path, prefix: str, run: dict[str, Any], n: int) -> None:
+    with atomic_path(out_dir / f"{prefix}confusion.npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, run["total"])
+    with atomic_path(out_dir / f"{prefix}confusion_per_image.npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, np.stack(run["cms"]) if run["cms"] else np.zeros((0, n, n), np.int64))
+    with atomic_path(out_dir / f"{prefix}per_image.csv") as tmp:
+        run["per_image"].to_csv(tmp, index=False, float_format="%.6g")
+
+
 def evaluate_model(ckpt_dir: str | Path, dataset_json: str | Path, splits_json: str | Path, eval_cfg: dict[str, Any],
                    out_dir: str | Path, threads: int | None = None) -> dict[str, Any]:
-    """Evaluate the model in ``ckpt_dir`` on the test ids of ``splits.json``; write the files above.
+    """Evaluate the model in ``ckpt_dir`` on its fold's validation ids and on the test ids of
+    ``splits.json``; write the files above.
 
     Args:
         ckpt_dir: ``results/<experiment>/models/<model>/fold<k>``.
         dataset_json: the canonical dataset's ``dataset.json``.
-        splits_json: ``splits.json`` (its ``test`` list is evaluated).
-        eval_cfg: ``{"device", "save_predictions", "mode", "scale", "overlap", "blend", "flip", ...}``
+        splits_json: ``splits.json`` (its ``test`` list, and the fold's ``val`` list, are evaluated).
+        eval_cfg: ``{"device", "save_predictions", "n_worst", "mode", "scale", "overlap", "blend", "flip", ...}``
             (see :class:`segbench.inference.InferenceConfig`).
         out_dir: ``results/<experiment>/eval/<model>/fold<k>``.
 
     Returns:
-        The ``metrics.json`` content.
+        The ``metrics.json`` content (test split), with the validation metrics under ``"val"``.
 
     Raises:
         ValueError: the split has no test images.
@@ -95,69 +176,48 @@ def evaluate_model(ckpt_dir: str | Path, dataset_json: str | Path, splits_json: 
         torch.set_num_threads(int(threads))
     device = device_of(eval_cfg.get("device", "auto"))
     model, info = load_trained_model(ckpt_dir, device)
+    return evaluate_loaded(model, info, device, dataset_json, splits_json, eval_cfg, out_dir)
+
+
+def evaluate_loaded(model: torch.nn.Module, info: dict[str, Any], device: str, dataset_json: str | Path,
+                    splits_json: str | Path, eval_cfg: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
+    """:func:`evaluate_model` for a model already built (e.g. an ensemble); ``info`` as in ``model.json``."""
     meta = json.loads(Path(dataset_json).read_text())
-    test_ids = json.loads(Path(splits_json).read_text())["test"]
+    splits = json.loads(Path(splits_json).read_text())
+    test_ids = splits["test"]
     if not test_ids:
         raise ValueError(f"{splits_json}: no test images; set split.test_fraction > 0")
+    fold = int(info.get("fold") or 0)
+    val_ids = splits["folds"][fold]["val"] if fold < len(splits["folds"]) else []
     root = Path(dataset_json).parent
     n = info["num_classes"]
     ignore = info["ignore_index"]
     infer = InferenceConfig.from_dict(eval_cfg, info["image_size"], info.get("normalize") or eval_cfg.get("normalize"))
-    b_inter = np.zeros(n, np.int64)
-    b_union = np.zeros(n, np.int64)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(device)
     keep = set(sorted(test_ids)[: int(eval_cfg.get("save_predictions", 0))])
-    total = np.zeros((n, n), dtype=np.int64)
-    rows = []
-    per_image_cms: list[np.ndarray] = []
+    n_worst = int(eval_cfg.get("n_worst", 3))
+    background = meta.get("background")
     out_dir = Path(out_dir)
+    val = _run_split(model, val_ids, meta, root, infer, device, n, ignore, set(), 0, background)
+    test = _run_split(model, test_ids, meta, root, infer, device, n, ignore, keep, n_worst, background)
     with atomic_dir(out_dir / "predictions") as pred_dir:
-        for sid in sorted(test_ids):
-            entry = meta["manifest"][sid]
-            image = read_image(root / entry["image"])
-            target = read_mask(root / entry["mask"])
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            pred = segment(model, image, infer, device)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            dt = (time.perf_counter() - t0) * 1000
-            cm = confusion_matrix(target, pred, n, ignore)
-            total += cm
-            per_image_cms.append(cm)
-            m = metrics_from_confusion(cm)
-            bi, bu = boundary_iou_counts(target, pred, n, ignore)
-            b_inter += bi
-            b_union += bu
-            rows.append({"id": sid, "mIoU": m["mIoU"], "mDice": m["mDice"], "aAcc": m["aAcc"],
-                         "mBoundaryIoU": boundary_iou(bi, bu)["mBoundaryIoU"], "pixels": int(cm.sum()), "time_ms": dt})
-            if sid in keep:
-                Image.fromarray(pred.astype(np.uint8 if n <= 256 else np.uint16)).save(pred_dir / f"{sid}.png")
-    per_image = pd.DataFrame(rows)
-    result = metrics_from_confusion(total, background=meta.get("background"))
-    result.update(boundary_iou(b_inter, b_union))
+        for sid, pred in test["saved"].items():
+            Image.fromarray(pred.astype(np.uint8 if n <= 256 else np.uint16)).save(pred_dir / f"{sid}.png")
+    result = dict(test["result"])
     result.update({
         "classes": [c["name"] for c in meta["classes"]],
-        "image_averaged": {k: float(per_image[k].mean()) for k in ("mIoU", "mDice", "aAcc", "mBoundaryIoU")},
-        "num_images": len(test_ids),
-        "num_pixels": int(total.sum()),
-        "time_ms_median": float(per_image["time_ms"].median()),
-        "time_ms_p95": float(per_image["time_ms"].quantile(0.95)),
         "peak_gpu_memory_mib": (torch.cuda.max_memory_allocated(device) / 2**20) if device.startswith("cuda") else None,
+        "peak_memory_mb": _memory_mb(device),
         "device": device,
         "inference": {k: getattr(infer, k) for k in ("mode", "scale", "overlap", "blend", "flip")},
         "model": info["model"].get("name"),
-        "library": info["model"]["library"],
+        "library": info["model"].get("library"),
         "fold": info.get("fold"),
         "mean_metrics": list(MEAN_METRICS),
+        "val": val["result"],
     })
-    with atomic_path(out_dir / "confusion.npy") as tmp, open(tmp, "wb") as f:
-        np.save(f, total)
-    with atomic_path(out_dir / "confusion_per_image.npy") as tmp, open(tmp, "wb") as f:
-        np.save(f, np.stack(per_image_cms))
-    with atomic_path(out_dir / "per_image.csv") as tmp:
-        per_image.to_csv(tmp, index=False, float_format="%.6g")
+    _write_split(out_dir, "", test, n)
+    _write_split(out_dir, "val_", val, n)
     atomic_write_json(out_dir / "metrics.json", result)
     return result

@@ -24,8 +24,11 @@ MODELS = list(CFG["models"])
 N_FOLDS = int(CFG["split"].get("n_folds", 1)) if CFG["split"]["strategy"] == "kfold" else 1
 FOLDS = list(range(N_FOLDS))
 REPORT = f"{RES}/report/index.html"
+_TOP_K = int(CFG["select"].get("ensemble_top_k", 0) or 0)
+ENSEMBLES = [f"ensemble_top{_TOP_K}"] if _TOP_K >= 2 and len(MODELS) >= 2 else []
+CANDIDATES = MODELS + ENSEMBLES
 
-for _key in ("dataset", "split", "train", "augment", "evaluate", "report"):
+for _key in ("dataset", "split", "train", "augment", "evaluate", "report", "select"):
     write_if_changed(f"{CONF}/{_key}.json", sb_config.dump_json(JOBS[_key]))
 for _name, _mcfg in JOBS["models"].items():
     write_if_changed(f"{CONF}/models/{_name}.json", sb_config.dump_json(_mcfg))

@@ -1,0 +1,174 @@
+"""Model selection on validation results, under constraints, and paired comparisons with verdicts.
+
+Selection (:func:`select_model`) reads validation results only, never the test split:
+
+* score: one criterion on the pooled validation confusion matrix (summed over validation images and,
+  with k folds, over the folds' out-of-fold validation sets, as nnU-Net selects on out-of-fold
+  predictions): ``mIoU`` (default, dataset-level) or ``mDice_fg`` (mean Dice over foreground
+  classes, the background class left out);
+* constraints (optional): ``max_ms_per_image`` (median inference time on validation images),
+  ``max_memory_mb`` (peak GPU memory on a GPU, else the evaluation process's peak RSS) and
+  ``max_params``. A model that breaks one is shown but not selectable;
+* ties (scores within ``1e-9``) go to the cheaper model: fewer parameters, then lower latency.
+
+Comparisons (:func:`paired_comparison`) are made on the same test images: a paired bootstrap of the
+dataset-level mIoU difference (the same resampled images for both models, Efron & Tibshirani 1993,
+ch. 13 and 16) and a Wilcoxon signed-rank test on per-image mIoU (``scipy.stats.wilcoxon``,
+Wilcoxon 1945). The verdict says "better" only when the 95 % interval of the difference excludes 0
+and there are at least ``MIN_IMAGES`` (10) test images.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .metrics import bootstrap_scores, metrics_from_confusion
+
+__all__ = ["CRITERIA", "criterion_score", "select_model", "paired_comparison", "per_image_miou", "pareto_front"]
+
+CRITERIA = ("mIoU", "mDice_fg")
+TIE = 1e-9
+#: below this many test images no verdict says "better": a bootstrap of so few images is not trustworthy
+MIN_IMAGES = 10
+
+
+def criterion_score(confusion: np.ndarray, criterion: str = "mIoU", background: int | None = None) -> float:
+    """The selection score of a pooled confusion matrix (int[C, C], rows = ground truth).
+
+    Raises:
+        ValueError: unknown criterion, or ``mDice_fg`` without a background class.
+    """
+    if criterion not in CRITERIA:
+        raise ValueError(f"select.criterion '{criterion}' is unknown; allowed values: {', '.join(CRITERIA)}")
+    if criterion == "mDice_fg":
+        if background is None:
+            raise ValueError("select.criterion mDice_fg needs dataset.background (the class left out of the mean)")
+        return float(metrics_from_confusion(confusion, background=background)["mDice_fg"])
+    return float(metrics_from_confusion(confusion)["mIoU"])
+
+
+def select_model(candidates: list[dict[str, Any]], criterion: str = "mIoU", constraints: dict[str, Any] | None = None,
+                 background: int | None = None) -> dict[str, Any]:
+    """Rank candidates on validation and pick the best one that meets every constraint.
+
+    Args:
+        candidates: ``[{"name", "parameters", "val_confusion": int[C, C] (pooled over folds),
+            "val_time_ms": float, "memory_mb": float or None, ...}]``.
+        criterion: ``mIoU`` or ``mDice_fg`` (see the module docstring).
+        constraints: ``{"max_ms_per_image", "max_memory_mb", "max_params"}``, each optional (None = no limit).
+        background: the background class id (for ``mDice_fg``).
+
+    Returns:
+        ``{"selected": name or None, "criterion", "constraints", "ranking": [{"name", "score",
+        "parameters", "val_time_ms", "memory_mb", "violations": [...], "selectable": bool}, ...]}``,
+        the ranking ordered best first (selectable ones before the others).
+
+    Raises:
+        ValueError: an unknown criterion or constraint key.
+    """
+    constraints = {k: v for k, v in (constraints or {}).items() if v is not None}
+    unknown = set(constraints) - {"max_ms_per_image", "max_memory_mb", "max_params"}
+    if unknown:
+        raise ValueError(f"select: unknown constraint(s) {sorted(unknown)}; allowed: max_ms_per_image, max_memory_mb, max_params")
+    rows = []
+    for c in candidates:
+        score = criterion_score(np.asarray(c["val_confusion"]), criterion, background)
+        violations = []
+        if "max_ms_per_image" in constraints and not c.get("val_time_ms", math.inf) <= constraints["max_ms_per_image"]:
+            violations.append(f"{c.get('val_time_ms', float('nan')):.0f} ms/image > {constraints['max_ms_per_image']}")
+        mem = c.get("memory_mb")
+        if "max_memory_mb" in constraints and not (mem is not None and mem <= constraints["max_memory_mb"]):
+            violations.append(f"{'unknown' if mem is None else f'{mem:.0f}'} MB > {constraints['max_memory_mb']}")
+        if "max_params" in constraints and not c["parameters"] <= constraints["max_params"]:
+            violations.append(f"{c['parameters']:,} parameters > {constraints['max_params']:,}")
+        rows.append({"name": c["name"], "score": score, "parameters": int(c["parameters"]),
+                     "val_time_ms": c.get("val_time_ms"), "memory_mb": mem, "violations": violations,
+                     "selectable": not violations and not math.isnan(score)})
+
+    def key(r: dict[str, Any]) -> tuple:
+        s = -math.inf if math.isnan(r["score"]) else r["score"]
+        return (not r["selectable"], -round(s / TIE) * TIE, r["parameters"], r["val_time_ms"] or 0.0, r["name"])
+
+    rows.sort(key=key)
+    selected = rows[0]["name"] if rows and rows[0]["selectable"] else None
+    return {"selected": selected, "criterion": criterion, "constraints": constraints, "ranking": rows}
+
+
+def per_image_miou(per_image: np.ndarray) -> np.ndarray:
+    """float64[N]: the mIoU of each image's own confusion matrix (classes absent from both the image's
+    ground truth and prediction left out; an image with no valid pixel gives NaN)."""
+    m = np.asarray(per_image, dtype=np.float64)
+    tp = np.einsum("nii->ni", m)
+    den = m.sum(1) + m.sum(2) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(den > 0, tp / den, np.nan)
+        return np.nanmean(np.where(np.isnan(iou).all(1, keepdims=True), np.nan, iou), axis=1) \
+            if iou.shape[0] else np.zeros(0)
+
+
+def paired_comparison(a: str, b: str, per_image_a: list[np.ndarray], per_image_b: list[np.ndarray],
+                      n_resamples: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """Is model ``a`` better than model ``b`` on the same test images?
+
+    Args:
+        a, b: model names (for the verdict).
+        per_image_a, per_image_b: per fold, ``int[N, C, C]`` per-image confusion matrices of the same
+            N test images in the same order (``confusion_per_image.npy``).
+        n_resamples: bootstrap resamples (seeded; the same draws for both models and every fold).
+        level: confidence level of the interval of the difference.
+
+    Returns:
+        ``{"a", "b", "difference" (mIoU_a - mIoU_b, fold mean), "ci_low", "ci_high", "level",
+        "wilcoxon_p", "n_images", "better": a | b | None, "verdict": plain-language sentence}``.
+
+    Raises:
+        ValueError: the stacks do not cover the same number of images or folds.
+    """
+    if len(per_image_a) != len(per_image_b) or any(x.shape != y.shape for x, y in zip(per_image_a, per_image_b)):
+        raise ValueError(f"paired comparison of {a} and {b} needs the same test images and folds")
+    diff = float(np.mean([metrics_from_confusion(x.sum(0))["mIoU"] - metrics_from_confusion(y.sum(0))["mIoU"]
+                          for x, y in zip(per_image_a, per_image_b)]))
+    boot = np.mean([bootstrap_scores(x, n_resamples, seed) - bootstrap_scores(y, n_resamples, seed)
+                    for x, y in zip(per_image_a, per_image_b)], axis=0)
+    alpha = (1 - level) / 2
+    low, high = (float(v) for v in np.quantile(boot, [alpha, 1 - alpha]))
+    ia = np.nanmean([per_image_miou(x) for x in per_image_a], axis=0)
+    ib = np.nanmean([per_image_miou(y) for y in per_image_b], axis=0)
+    ok = np.isfinite(ia) & np.isfinite(ib)
+    p = float("nan")
+    if ok.sum() >= 1 and np.any(ia[ok] != ib[ok]):
+        from scipy.stats import wilcoxon
+
+        p = float(wilcoxon(ia[ok], ib[ok]).pvalue)
+    elif ok.sum() >= 1:
+        p = 1.0
+    pct = f"{level * 100:.0f} % CI"
+    n_img = int(per_image_a[0].shape[0])
+    ptxt = f"; Wilcoxon signed-rank p = {p:.2g} on per-image IoU of {int(ok.sum())} images" if not math.isnan(p) else ""
+    if n_img < MIN_IMAGES:
+        better, verdict = None, (f"{a} and {b} cannot be told apart reliably on only {n_img} test images (difference "
+                                 f"{diff:.3f}, {pct} {low:.3f} to {high:.3f}{ptxt}); a bootstrap over fewer than "
+                                 f"{MIN_IMAGES} images is not trustworthy: use k-fold or more test images")
+    elif low > 0:
+        better, verdict = a, f"{a} is better than {b} (difference {diff:.3f}, {pct} {low:.3f} to {high:.3f}{ptxt})"
+    elif high < 0:
+        better, verdict = b, f"{b} is better than {a} (difference {-diff:.3f}, {pct} {-high:.3f} to {-low:.3f}{ptxt})"
+    else:
+        better, verdict = None, (f"{a} and {b} are indistinguishable on this data (difference {diff:.3f}, {pct} "
+                                 f"{low:.3f} to {high:.3f} includes 0{ptxt})")
+    return {"a": a, "b": b, "difference": diff, "ci_low": low, "ci_high": high, "level": level, "wilcoxon_p": p,
+            "n_images": int(per_image_a[0].shape[0]), "better": better, "verdict": verdict}
+
+
+def pareto_front(points: list[tuple[str, float, float]]) -> list[str]:
+    """Names on the accuracy/latency Pareto front: no other point is at least as fast and at least as
+    accurate and strictly better in one. ``points``: ``(name, latency, accuracy)``."""
+    front = []
+    for n, t, acc in points:
+        dominated = any((t2 <= t and a2 >= acc) and (t2 < t or a2 > acc) for n2, t2, a2 in points if n2 != n)
+        if not dominated:
+            front.append(n)
+    return front
