@@ -1,25 +1,26 @@
-"""Aggregate every model x fold evaluation into one comparison; select the best model.
+"""Aggregate every model x fold evaluation into one comparison; select the best model on validation.
 
 Outputs in ``results/<experiment>/``:
 
-* ``summary.csv`` / ``summary.json``: one row per model, ranked by validation mIoU: ``rank, model,
-  library, architecture, parameters, folds, val_mIoU, mIoU, mIoU_std, mDice, mAcc, aAcc, fwIoU,
-  mBoundaryIoU, mIoU_ci_low, mIoU_ci_high, mIoU_image_avg, time_ms_median, time_ms_p95, peak_gpu_memory_mib (empty on CPU),
-  epoch_time_s, train_time_s``. ``val_mIoU`` is the
-  best validation mIoU of training (mean over folds); the other metric columns are dataset-level on
-  the test split, averaged over folds (``*_std``: standard deviation over folds, 0 with one fold).
-  ``summary.json`` adds the per-class IoU, the majority-class baseline and the selection.
+* ``summary.csv`` / ``summary.json``: one row per candidate (models and ensembles), the selectable
+  ones first in validation order: ``rank, model, library, architecture, parameters, folds, val_mIoU,
+  mIoU, mIoU_std, mDice, mAcc, aAcc, fwIoU, mBoundaryIoU, mIoU_ci_low, mIoU_ci_high, mIoU_image_avg,
+  time_ms_median, time_ms_p95, peak_gpu_memory_mib, peak_memory_mb, epoch_time_s, train_time_s,
+  val_score, selectable, violations, pareto``. ``val_mIoU``/``val_score`` come from the validation
+  images pooled over folds; the other metric columns are dataset-level on the test split, averaged
+  over folds (``*_std``: standard deviation over folds, 0 with one fold). ``summary.json`` adds the
+  per-class IoU, the majority-class baseline and the selection.
+* ``selection.json``: :func:`segbench.select.select_model` on validation results (criterion,
+  constraints, ranking; never the test split), and the paired comparisons of the selected model with
+  the next ``compare_top - 1`` candidates on the test images (:func:`segbench.select.paired_comparison`).
+  Without a validation split there is nothing honest to select on: the test split is used and the
+  selection says so (``selected_on: "test"``).
+* ``learning_curves.csv``: ``model, fold, epoch, train_loss, val_loss, val_mIoU`` (for ``dvc plots``).
 
 ``mIoU_ci_low``/``mIoU_ci_high``: 95 % percentile bootstrap interval of the test mIoU over test
-images (:func:`segbench.metrics.bootstrap_scores`, 2,000 seeded resamples; with k folds the same
-resamples are applied to every fold and the fold mean taken).
-
-Selection never reads the test split: the best model has the highest validation mIoU, ties going to
-the model with fewer parameters. Without a validation set there is nothing honest to select on, so
-models are ranked by test mIoU and the selection says so (``selected_on: "test"``).
-* ``learning_curves.csv``: ``model, fold, epoch, train_loss, val_loss, val_mIoU`` (for ``dvc plots``).
-* ``best/``: the selected model's ``model.safetensors`` and ``model.json`` (its best fold),
-  ``selection.json`` (how it was chosen) and a README.
+images (:func:`segbench.metrics.bootstrap_scores`, ``n_bootstrap`` seeded resamples; with k folds the
+same resamples are applied to every fold and the fold mean taken). ``best/`` is written by
+:mod:`segbench.best`.
 """
 
 from __future__ import annotations

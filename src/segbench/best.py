@@ -147,7 +147,7 @@ def _card(exp: Path, sel: dict[str, Any], summary: dict[str, Any], meta: dict[st
                                       for c, v in zip(summary["classes"], per_class)),
         "",
         "## How it was selected",
-        f"{sel['rule']}.",
+        f"{sel['rule'][:1].upper() + sel['rule'][1:]}.",
         f"Constraints: {sel['constraints'] or 'none'}.",
     ]
     if sel.get("verdict"):
@@ -158,6 +158,11 @@ def _card(exp: Path, sel: dict[str, Any], summary: dict[str, Any], meta: dict[st
         f"- Trained for {train_meta.get('epochs', '?')} epochs at {info['image_size'][0]}x{info['image_size'][1]} "
         f"on {n_train} images; quality outside this data (other cameras, seasons, sites) is unknown.",
         "- The confidence interval covers resampling of test images, not a different population.",
+    ]
+    weak = [c for c, v in zip(summary["classes"], per_class) if v == v and v < 0.05]
+    if weak:
+        lines.append(f"- Not learned (test IoU < 0.05): {', '.join(weak)}; do not rely on the model for these classes.")
+    lines += [
         "- Classes absent from the test split have no IoU (n/a).",
     ]
     return "\n".join(lines) + "\n"
@@ -217,8 +222,12 @@ def package_best(experiment_dir: str | Path, dataset_dir: str | Path, select_cfg
             parity = onnx_export_and_check(model, info, images, tmp / "model.onnx")
             parity["image_ids"] = ids
             atomic_write_json(tmp / "onnx_parity.json", parity)
-        tm_path = src / ("train_meta.json" if (src / "train_meta.json").is_file() else "ensemble.json")
-        train_meta = json.loads(tm_path.read_text()) if tm_path.is_file() else {}
+        if (src / "train_meta.json").is_file():
+            train_meta = json.loads((src / "train_meta.json").read_text())
+        else:  # an ensemble: its members' recipe (one protocol for every model)
+            members = json.loads((src / "ensemble.json").read_text())["members"]
+            first = exp / "models" / members[0] / f"fold{sel['fold']}" / "train_meta.json"
+            train_meta = json.loads(first.read_text()) if first.is_file() else {}
         card = _card(exp, sel, summary, meta, info, parity, splits, train_meta, (evaluate_cfg or {}).get("mode", "resize"))
         atomic_write_text(tmp / "MODEL_CARD.md", card)
         atomic_write_text(tmp / "README.md", (

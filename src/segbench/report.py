@@ -125,6 +125,7 @@ def render_report(experiment_dir: str | Path, dataset_dir: str | Path, report_cf
         comp = comp[["a", "b", "difference", "ci_low", "ci_high", "wilcoxon_p", "n_images", "verdict"]].rename(columns={
             "a": "model", "b": "against", "difference": "mIoU difference", "ci_low": "95% CI low", "ci_high": "95% CI high",
             "wilcoxon_p": "Wilcoxon p", "n_images": "test images"})
+        comp["Wilcoxon p"] = [f"{p:.2g}" for p in comp["Wilcoxon p"]]
         sections.append("<h2>Paired comparisons on the test images</h2><p class='note'>Paired bootstrap of the "
                         "dataset-level mIoU difference (same resampled images for both models, 2,000 seeded resamples) "
                         "and Wilcoxon signed-rank test on per-image mIoU. 'Better' only when the 95% interval excludes 0.</p>"

@@ -151,7 +151,8 @@ def paired_comparison(a: str, b: str, per_image_a: list[np.ndarray], per_image_b
     if n_img < MIN_IMAGES:
         better, verdict = None, (f"{a} and {b} cannot be told apart reliably on only {n_img} test images (difference "
                                  f"{diff:.3f}, {pct} {low:.3f} to {high:.3f}{ptxt}); a bootstrap over fewer than "
-                                 f"{MIN_IMAGES} images is not trustworthy: use k-fold or more test images")
+                                 f"{MIN_IMAGES} images is not trustworthy: the comparison needs more test images (k-fold "
+                                 f"cross-validation does not enlarge the test split)")
     elif low > 0:
         better, verdict = a, f"{a} is better than {b} (difference {diff:.3f}, {pct} {low:.3f} to {high:.3f}{ptxt})"
     elif high < 0:
