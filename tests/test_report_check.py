@@ -12,9 +12,12 @@ import pytest  # noqa: E402
 from segbench.report_check import ReportCheckError, check_report, find_chromium  # noqa: E402
 
 
-def _fig_uri(empty: bool) -> str:
+def _fig_uri(empty: bool, sparse: bool = False) -> str:
     fig, ax = plt.subplots(figsize=(4, 3))
-    if not empty:
+    if sparse:  # a learning curve after one epoch: three markers
+        for i, c in enumerate(("tab:blue", "tab:orange", "tab:green")):
+            ax.plot([1], [0.2 * i], "o", color=c)
+    elif not empty:
         ax.bar(["a", "b", "c"], [0.3, 0.7, 0.5], color=["tab:blue", "tab:orange", "tab:green"])
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=60)
@@ -48,6 +51,10 @@ def test_broken_picture_is_caught_by_the_browser(tmp_path):
     msg = str(exc.value)
     assert "picture 1 ('plot 1'): not a decodable image" in msg
     assert "Chromium could not display 1 of 2 images" in msg
+
+
+def test_sparse_plot_is_not_taken_for_an_empty_one(tmp_path):
+    assert check_report(_page(tmp_path, _fig_uri(False, sparse=True)))["images"] == 1
 
 
 def test_empty_plot_is_caught(tmp_path):

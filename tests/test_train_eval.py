@@ -167,3 +167,57 @@ def test_ensemble_of_a_model_with_itself_evaluates_like_the_model(trained, proce
     assert np.array_equal(np.load(root / "eval" / "ens" / "fold0" / "confusion.npy"),
                           np.load(root / "eval" / "m" / "fold0" / "confusion.npy"))
     assert ens["val"]["mIoU"] == pytest.approx(single["val"]["mIoU"])
+
+
+def test_killed_training_resumes_and_ends_as_an_uninterrupted_run(tmp_path, processed):
+    """SIGKILL mid-training, start the same job again: it resumes from lightning/last.ckpt and the final
+    weights and history equal an uninterrupted run's, byte for byte."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from segbench.config import dump_json
+
+    jobs = job_configs(compose(["train.image_size=[128,160]", "train.epochs=5", "train.batch_size=2"]))
+    make_splits(processed, jobs["split"], tmp_path / "splits.json")
+    for key in ("train", "augment"):
+        (tmp_path / f"{key}.json").write_text(dump_json(jobs[key]))
+    (tmp_path / "model.json").write_text(dump_json(jobs["models"]["tv_lraspp_mbv3"]))
+    args = lambda out: [sys.executable, "-m", "segbench.cli", "train", "--dataset", str(processed),  # noqa: E731
+                        "--splits", str(tmp_path / "splits.json"), "--fold", "0", "--model", str(tmp_path / "model.json"),
+                        "--train", str(tmp_path / "train.json"), "--augment", str(tmp_path / "augment.json"),
+                        "--out", str(out), "--threads", "2"]
+    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
+    ref = subprocess.run(args(tmp_path / "ref"), env=env, capture_output=True, text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(args(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt, deadline = out / "lightning" / "last.ckpt", time.time() + 300
+    while time.time() < deadline and proc.poll() is None:  # kill in epoch 2 or 3, after a checkpoint exists
+        if ckpt.is_file() and (out / "history.csv").is_file() and len((out / "history.csv").read_text().splitlines()) >= 3:
+            time.sleep(0.1)
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "training finished before it could be killed; make the test job longer"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not (out / "train_meta.json").exists()
+
+    again = subprocess.run(args(out), env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming from" in again.stdout
+    meta = json.loads((out / "train_meta.json").read_text())
+    assert meta["resumed_after_epoch"] in (1, 2, 3, 4) and meta["epochs"] == 5  # the last complete checkpoint
+    assert (out / "model.safetensors").read_bytes() == (tmp_path / "ref" / "model.safetensors").read_bytes()
+    cols = ["epoch", "train_loss", "val_loss", "val_mIoU", "lr"]
+    assert pd.read_csv(out / "history.csv")[cols].equals(pd.read_csv(tmp_path / "ref" / "history.csv")[cols])
+
+    # a checkpoint of another job (different recipe) is never resumed
+    jobs2 = job_configs(compose(["train.image_size=[64,96]", "train.epochs=1", "train.batch_size=2"]))
+    (tmp_path / "train.json").write_text(dump_json(jobs2["train"]))
+    other = subprocess.run(args(out), env=env, capture_output=True, text=True, timeout=600)
+    assert other.returncode == 0 and "resuming" not in other.stdout
+    assert json.loads((out / "train_meta.json").read_text())["resumed_after_epoch"] is None

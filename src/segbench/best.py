@@ -109,7 +109,7 @@ def onnx_export_and_check(model: Any, info: dict[str, Any], images: list[np.ndar
 def _card(exp: Path, sel: dict[str, Any], summary: dict[str, Any], meta: dict[str, Any], info: dict[str, Any],
           parity: dict[str, Any] | None, splits: dict[str, Any], train_meta: dict[str, Any], mode: str) -> str:
     row = next(r for r in summary["models"] if r["model"] == sel["model"])
-    per_class = summary["per_class_IoU"][sel["model"]]
+    per_class = [float("nan") if v is None else float(v) for v in summary["per_class_IoU"][sel["model"]]]
     n_train = len(splits["folds"][sel["fold"]]["train"])
     n_val = len(splits["folds"][sel["fold"]]["val"])
     lines = [

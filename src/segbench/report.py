@@ -42,6 +42,15 @@ def _png(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def _short_error(parity: dict[str, Any]) -> str:
+    """One line for the report: the exception type, or the parity figures (the full text stays in the JSON)."""
+    err = parity.get("error")
+    if err:
+        return err.split(":", 1)[0] + " during export"
+    return (f"argmax agreement {100 * parity.get('argmax_agreement', 0):.4f}%, max |logit difference| "
+            f"{parity.get('max_abs_logit_diff', float('nan')):.1e}")
+
+
 def _colorize(mask: np.ndarray, pal: np.ndarray, ignore: int) -> np.ndarray:
     out = np.zeros((*mask.shape, 3), dtype=np.uint8)
     valid = (mask != ignore) & (mask < len(pal))
@@ -117,7 +126,7 @@ def render_report(experiment_dir: str | Path, dataset_dir: str | Path, report_cf
                            + ".</li>")
             else:
                 answer += (f"<li><b>Ready to use:</b> <code>segbench predict --model {html.escape(str(exp))}/best IMAGE -o MASK.png</code>; "
-                           f"ONNX export did not pass: {html.escape(str(parity.get('error') or 'parity below 99.99%'))}.</li>")
+                           f"ONNX export did not pass ({html.escape(_short_error(parity))}; details in best/onnx_parity.json).</li>")
         answer += "</ul></div>"
     sections.append(answer)
     if best.get("comparisons"):

@@ -13,17 +13,26 @@ Outputs in ``out_dir``:
   class names, input size, normalisation, ignore_index);
 * ``history.csv``: one row per epoch: ``epoch, train_loss, val_loss, val_mIoU, lr, epoch_time_s``;
 * ``train_meta.json``: device, threads, wall times, best epoch, parameter count, versions;
-* ``lightning/last.ckpt``: Lightning's checkpoint, for resuming an interrupted run.
+* ``lightning/last.ckpt``: Lightning's checkpoint after the last finished epoch. When the same job
+  (same dataset content, fold ids, model and recipe: a fingerprint stored in it) is started again
+  after a crash or kill, training resumes from it and ends with the same weights and metrics as an
+  uninterrupted run: weights, optimiser, scheduler, history, best weights and every RNG (Python,
+  NumPy, torch, the DataLoader's generator, albumentations') are restored. A checkpoint of any other
+  job is deleted, never resumed.
 """
 
 from __future__ import annotations
 
 import copy
 import csv
+import hashlib
 import io
 import json
 import math
+import os
 import platform
+import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -193,6 +202,100 @@ def _history_callback(out_dir: Path, rows: list[dict[str, Any]], best: dict[str,
     return History()
 
 
+def _augment_states(transform: Any) -> list[Any]:
+    """RNG states of an albumentations pipeline and every transform in it (each keeps its own)."""
+    out = []
+    stack = [transform]
+    while stack:
+        t = stack.pop(0)
+        if hasattr(t, "random_generator"):
+            out.append((t.random_generator.bit_generator.state, t.py_random.getstate()))
+        stack.extend(getattr(t, "transforms", []) or [])
+    return out
+
+
+def _set_augment_states(transform: Any, states: list[Any]) -> None:
+    stack, i = [transform], 0
+    while stack:
+        t = stack.pop(0)
+        if hasattr(t, "random_generator"):
+            t.random_generator.bit_generator.state, py = states[i]
+            t.py_random.setstate(py)
+            i += 1
+        stack.extend(getattr(t, "transforms", []) or [])
+
+
+def _np_state() -> tuple:
+    """NumPy's legacy global RNG state with plain Python values (loadable with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return name, keys.tolist(), int(pos), int(has_gauss), float(gauss)
+
+
+def _resume_callback(fingerprint: str, rows: list[dict[str, Any]], best: dict[str, Any], gen: torch.Generator,
+                     transform: Any, ckpt: Path):
+    """Keeps in Lightning's checkpoint what an exact resume needs beyond weights/optimizer/scheduler:
+    the history, the best weights so far, and every RNG (Python, NumPy, torch, CUDA, the DataLoader's
+    generator, albumentations' own generators), so a resumed run continues as if never stopped."""
+    L = _lightning()
+
+    class Resume(L.Callback):
+        state_key = "segbench_resume"
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            # after validation and the history row of this epoch; written atomically (temp + rename), so a
+            # kill during the write leaves the previous checkpoint intact
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            tmp = ckpt.with_name(f".{ckpt.name}.tmp")
+            trainer.save_checkpoint(str(tmp))
+            os.replace(tmp, ckpt)
+
+        def state_dict(self):
+            return {"fingerprint": fingerprint, "rows": list(rows), "best_score": best.get("score"),
+                    "best_epoch": best.get("epoch"), "best_state": best.get("state"),
+                    "rng": {"python": random.getstate(), "numpy": _np_state(), "torch": torch.get_rng_state(),
+                            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                            "loader": gen.get_state(), "augment": _augment_states(transform)}}
+
+        def load_state_dict(self, sd):
+            rows[:] = sd["rows"]
+            best.clear()
+            if sd.get("best_score") is not None:
+                best.update(score=sd["best_score"], epoch=sd["best_epoch"], state=sd["best_state"])
+            rng = sd["rng"]
+            random.setstate(rng["python"])
+            name, keys, pos, has_gauss, gauss = rng["numpy"]
+            np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+            torch.set_rng_state(rng["torch"])
+            if rng.get("cuda") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            gen.set_state(rng["loader"])
+            _set_augment_states(transform, rng["augment"])
+
+    return Resume()
+
+
+def _fingerprint(dataset_json: str | Path, train_ids: list[str], val_ids: list[str], model_cfg: dict[str, Any],
+                 train_cfg: dict[str, Any], augment_cfg: dict[str, Any]) -> str:
+    """What a checkpoint must match to be resumed: dataset content, fold ids, model and recipe."""
+    h = hashlib.sha256(Path(dataset_json).read_bytes())
+    h.update(json.dumps([train_ids, val_ids, model_cfg, train_cfg, augment_cfg], sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _resumable(ckpt: Path, fingerprint: str) -> int | None:
+    """The epoch count of ``ckpt`` when it belongs to this exact job, else None."""
+    if not ckpt.is_file():
+        return None
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        own = next((v for k, v in state.get("callbacks", {}).items() if "segbench_resume" in str(k)), None)
+        if own and own.get("fingerprint") == fingerprint:
+            return int(state.get("epoch", -1)) + 1
+    except Exception as err:  # a truncated or foreign file: start over
+        print(f"segbench train: ignoring unreadable checkpoint {ckpt} ({err})", file=sys.stderr)
+    return None
+
+
 def train_model(dataset_json: str | Path, splits_json: str | Path, fold: int, model_cfg: dict[str, Any],
                 train_cfg: dict[str, Any], augment_cfg: dict[str, Any], out_dir: str | Path,
                 threads: int | None = None) -> dict[str, Any]:
@@ -237,8 +340,10 @@ def train_model(dataset_json: str | Path, splits_json: str | Path, fold: int, mo
     bs = int(train_cfg["batch_size"])
     workers = int(train_cfg.get("num_workers", 0))
     gen = torch.Generator().manual_seed(seed)
+    # workers are restarted every epoch (not persistent): each epoch's worker seeds then follow from the
+    # loader generator alone, so a run resumed at an epoch boundary draws the same augmentations
     train_dl = torch.utils.data.DataLoader(train_ds, batch_size=bs, shuffle=True, drop_last=len(train_ds) > bs,
-                                           num_workers=workers, generator=gen, persistent_workers=workers > 0,
+                                           num_workers=workers, generator=gen, persistent_workers=False,
                                            worker_init_fn=seed_worker if workers > 0 else None)
     val_dl = torch.utils.data.DataLoader(val_ds, batch_size=bs, shuffle=False, num_workers=workers)
     steps_per_epoch = max(1, len(train_dl))
@@ -254,18 +359,27 @@ def train_model(dataset_json: str | Path, splits_json: str | Path, fold: int, mo
     rows: list[dict[str, Any]] = []
     best: dict[str, Any] = {}
     ckpt_dir = out_dir / "lightning"
-    checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0)
+    fingerprint = _fingerprint(dataset_json, train_ids, val_ids, model_cfg, train_cfg, augment_cfg)
+    resume_epochs = _resumable(ckpt_dir / "last.ckpt", fingerprint)
+    if resume_epochs is None and ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)  # another job's (or a broken) checkpoint: never resume from it
+    elif resume_epochs is not None:
+        print(f"segbench train: resuming from {ckpt_dir / 'last.ckpt'} after epoch {resume_epochs} "
+              f"(same data, fold and recipe)", flush=True)
     # Lightning picks RichProgressBar when `rich` is installed, which prints nothing into a pipe (the
     # workflow's `| tee` log); tqdm's bar works in both a terminal and a log file.
     progress = L.pytorch.callbacks.TQDMProgressBar(refresh_rate=1 if sys.stdout.isatty() else 10)
     trainer = L.Trainer(
         max_epochs=int(train_cfg["epochs"]), accelerator=accelerator, devices=devices, precision=precision,
         gradient_clip_val=train_cfg.get("grad_clip"), logger=False, num_sanity_val_steps=0,
-        callbacks=[_history_callback(out_dir, rows, best, has_val=len(val_ids) > 0), checkpoint, progress],
+        callbacks=[_history_callback(out_dir, rows, best, has_val=len(val_ids) > 0), progress,
+                   _resume_callback(fingerprint, rows, best, gen, train_ds.transform, ckpt_dir / "last.ckpt")],
+        enable_checkpointing=False,
         limit_val_batches=1.0 if val_ids else 0, deterministic="warn", enable_model_summary=False,
     )
     t0 = time.perf_counter()
-    trainer.fit(module, train_dl, val_dl if val_ids else None)
+    trainer.fit(module, train_dl, val_dl if val_ids else None,
+                ckpt_path=str(ckpt_dir / "last.ckpt") if resume_epochs is not None else None)
     wall = time.perf_counter() - t0
 
     from safetensors.torch import save_file
@@ -295,6 +409,7 @@ def train_model(dataset_json: str | Path, splits_json: str | Path, fold: int, mo
         "train_images": len(train_ids),
         "val_images": len(val_ids),
         "wall_time_s": wall,
+        "resumed_after_epoch": resume_epochs,
         "epoch_time_s_median": float(np.median(epoch_times)) if epoch_times else None,
         "device": f"{accelerator}:{devices}",
         "precision": precision,
