@@ -106,6 +106,14 @@ def test_workflow_end_to_end(tmp_path, camvid_subset):
     assert "rule report:" in out or "localrule report:" in out
     assert "rule train:" not in out and "rule evaluate:" not in out
 
+    # a second experiment on the same dataset reuses the converted data (and leaves the first up to date)
+    r4 = _run(SEGBENCH + ["run", *overrides, "name=e2e_other", "--workdir", str(tmp_path), "--cores", "2", "--dry-run"], REPO)
+    out4 = r4.stdout + r4.stderr
+    assert r4.returncode == 0, out4[-3000:]
+    assert "rule train:" in out4 and "rule convert:" not in out4 and "rule validate:" not in out4
+    r4b = _run(SEGBENCH + ["run", *overrides, "--workdir", str(tmp_path), "--cores", "2", "--dry-run"], REPO)
+    assert "Nothing to be done" in r4b.stdout + r4b.stderr
+
     # changing one model's config retrains that model only
     r5 = _run(SEGBENCH + ["run", *overrides, "+model_overrides.smp_unet_r18.encoder=resnet34",
                           "--workdir", str(tmp_path), "--cores", "2", "--dry-run"], REPO)

@@ -32,6 +32,11 @@ for _key in ("dataset", "split", "train", "augment", "evaluate", "report", "sele
     write_if_changed(f"{CONF}/{_key}.json", sb_config.dump_json(JOBS[_key]))
 for _name, _mcfg in JOBS["models"].items():
     write_if_changed(f"{CONF}/models/{_name}.json", sb_config.dump_json(_mcfg))
+# The conversion depends on the dataset config only, shared by every experiment on that dataset: one
+# file beside the processed dataset, so running a second experiment does not make the first one's
+# dataset look stale (a per-experiment copy would be newer than the converted data).
+DATASET_CFG = f"data/processed/{CFG['dataset']['name']}.config.json"
+write_if_changed(DATASET_CFG, sb_config.dump_json(JOBS["dataset"]))
 
 
 # Used only with --software-deployment-method conda; the default runs in the current environment.

@@ -1,7 +1,7 @@
 rule convert:
     """Raw annotations -> canonical dataset (images/, masks/, dataset.json), written atomically."""
     input:
-        cfg=f"{CONF}/dataset.json",
+        cfg=DATASET_CFG,
         raw=list_sources(JOBS["dataset"]),
     output:
         f"{DS}/dataset.json",
