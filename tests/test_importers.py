@@ -550,3 +550,16 @@ def test_labelme_3x_file_without_shape_type_is_a_polygon(tmp_path):
     meta, masks = _convert(tmp_path, "v3", format="labelme", root=str(src))
     assert (masks["a"][2:9, 2:13] == 1).all() and (masks["a"] == 1).sum() == 7 * 11  # outline included, as labelme
     assert meta["manifest"]["a"]["image"] == "images/a.jpg"
+
+
+def test_error_malformed_coordinates_name_the_shape(tmp_path):
+    src = tmp_path / "src"
+    _labelme(src, "a", [{"label": "thing", "points": [[1, 1], [8], [8, 8]], "shape_type": "polygon"}], image_data=True)
+    _expect_error(tmp_path, {"format": "labelme", "root": str(src)}, "a.json shape 0", "points must be [[x, y], ...]")
+    root = tmp_path / "cvat"
+    _img(root / "images" / "a.png", 20, 10)
+    (root / "annotations.xml").write_text(
+        "<annotations><version>1.1</version><meta><task><labels><label><name>x</name></label></labels></task></meta>"
+        "<image id='0' name='a.png' width='20' height='10'><box label='x' xtl='1' ytl='1' xbr='5'/></image></annotations>")
+    _expect_error(tmp_path, {"format": "cvat", "root": str(root)}, "annotations.xml image 'a.png' <box>",
+                  "malformed coordinates", "re-export")

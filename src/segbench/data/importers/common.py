@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 from ..errors import DatasetError
 
 __all__ = ["BACKGROUND_NAMES", "IGNORE_NAMES", "ClassTable", "Sample", "Problems", "ShapePainter",
-           "BOMB", "read_class_file", "safe_join", "polygon_mask_coco", "ellipse_mask_cv2", "image_size",
+           "BOMB", "read_class_file", "safe_join", "polygon_mask_coco", "ellipse_mask_cv2",
            "pil_draw_shape", "pil_shape_mask", "check_bounds", "rotate_points"]
 
 BACKGROUND_NAMES = ("_background_", "background", "__background__")
@@ -228,13 +228,6 @@ def safe_join(root: Path, rel: str, ann_file: Path, key: str) -> Path:
         raise DatasetError([f"{ann_file}: {key} '{rel}' points outside the dataset folder {root}; copy the image "
                             f"into the dataset folder and set {key} to its relative path"])
     return path
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` from the image header (no full decode). Pillow's decompression-bomb
-    limit applies: images above ``Image.MAX_IMAGE_PIXELS`` raise DecompressionBombWarning/-Error."""
-    with Image.open(path) as im:
-        return im.size
 
 
 def polygon_mask_coco(polys: list[list[float]], height: int, width: int) -> np.ndarray:

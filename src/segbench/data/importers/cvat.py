@@ -234,7 +234,11 @@ def samples(cfg: dict[str, Any], table: ClassTable, problems: Problems) -> Itera
                 value = table.lookup(el.get("label"), str(xml))
                 if value is None:
                     continue
-                fn = _shape_fn(el, h, w, line_width, point_size, where, problems)
+                try:
+                    fn = _shape_fn(el, h, w, line_width, point_size, where, problems)
+                except (TypeError, ValueError) as err:  # a missing or non-numeric coordinate attribute
+                    problems.error(f"{where}: malformed coordinates ({err}); re-export the task from CVAT")
+                    continue
                 if fn is not None:
                     painter.add(float(el.get("z_order", 0) or 0), value, fn)
             sid = "__".join(Path(name).with_suffix("").parts)

@@ -182,7 +182,12 @@ def samples(cfg: dict[str, Any], table: ClassTable, problems: Problems) -> Itera
                 value = table.lookup(s["label"], str(f))
                 if value is None:
                     continue
-                pts = [(float(p[0]), float(p[1])) for p in s.get("points") or []]
+                try:
+                    pts = [(float(p[0]), float(p[1])) for p in s.get("points") or []]
+                except (TypeError, ValueError, IndexError, KeyError):
+                    problems.error(f"{where}: points must be [[x, y], ...] numbers, got {str(s.get('points'))[:80]}; "
+                                   f"fix or delete the shape in labelme")
+                    continue
                 if stype == "mask":
                     if not s.get("mask") or len(pts) < 2:
                         problems.error(f"{where}: a mask shape needs 'mask' (base64 PNG) and 2 corner points; re-save it in labelme")

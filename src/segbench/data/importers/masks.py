@@ -159,7 +159,7 @@ def _colour_table(cfg: dict[str, Any], table: ClassTable) -> dict[tuple[int, int
     return out
 
 
-def _read_palette_mask(path: Path, colours: dict[tuple[int, int, int], int], table: ClassTable,
+def _read_palette_mask(path: Path, colours: dict[tuple[int, int, int], int],
                        palettes: dict[int, tuple[int, int, int]]) -> np.ndarray:
     with Image.open(path) as im:
         if im.mode == "P":
@@ -218,7 +218,7 @@ def samples(cfg: dict[str, Any], table: ClassTable, problems: Problems) -> Itera
     for it in items:
         try:
             if fmt == "palette":
-                mask = _read_palette_mask(it["mask"], colours, table, palettes)
+                mask = _read_palette_mask(it["mask"], colours, palettes)
             else:
                 mask = remap_mask(_read_index_mask(it["mask"]), cfg.get("mask_value_map"))
                 if binary:
