@@ -39,9 +39,11 @@ def _fake_experiment(root, val, test, params, times=None, n_test=30):
         test_stack = _stack(test[name], n_test, seed=k)
         tm = metrics_from_confusion(test_stack.sum(0))
         t = (times or {}).get(name, 5.0)
-        m = dict(tm, image_averaged={"mIoU": tm["mIoU"]}, time_ms_median=t, time_ms_p95=t + 1,
-                 peak_memory_mb=100.0, val={"mIoU": val[name], "time_ms_median": t})
+        m = dict(tm, image_averaged={"mIoU": tm["mIoU"]}, val={"mIoU": val[name]})
         atomic_write_json(ev / "metrics.json", m)
+        atomic_write_json(ev / "timing.json", {"device": "cpu", "time_ms_median": t, "time_ms_p95": t + 1,
+                                               "peak_memory_mb": 100.0, "peak_gpu_memory_mib": None,
+                                               "test": {"time_ms_median": t}, "val": {"time_ms_median": t}})
         np.save(ev / "confusion.npy", test_stack.sum(0))
         np.save(ev / "confusion_per_image.npy", test_stack)
         np.save(ev / "val_confusion.npy", _cm(val[name]))

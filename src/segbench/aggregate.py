@@ -38,7 +38,7 @@ from .metrics import bootstrap_scores, metrics_from_confusion
 #: bootstrap resamples for the confidence interval of test mIoU (seeded: the same CI every run)
 N_BOOTSTRAP = 2000
 
-__all__ = ["aggregate", "majority_baseline"]
+__all__ = ["aggregate", "majority_baseline", "merge_timing"]
 
 
 def majority_baseline(validation: dict[str, Any], splits: dict[str, Any], classes: list[str]) -> dict[str, Any]:
@@ -104,7 +104,8 @@ def aggregate(experiment_dir: str | Path, models: dict[str, dict[str, Any]], n_f
             for p in needed:
                 if not p.is_file():
                     raise FileNotFoundError(f"{p} not found; run the workflow's train and evaluate steps first")
-            m = json.loads((ev / "metrics.json").read_text())
+            timing = json.loads((ev / "timing.json").read_text()) if (ev / "timing.json").is_file() else None
+            m = merge_timing(json.loads((ev / "metrics.json").read_text()), timing)
             if is_ensemble:  # no training of its own
                 t = dict(json.loads((tr / "ensemble.json").read_text()), epoch_time_s_median=0.0, wall_time_s=0.0)
                 mcfg = dict(mcfg, arch="softmax average of " + " + ".join(t["members"]))
@@ -232,3 +233,19 @@ def aggregate(experiment_dir: str | Path, models: dict[str, dict[str, Any]], n_f
     atomic_write_json(exp / "selection.json", selection)
     atomic_write_json(exp / "summary.json", summary)
     return summary
+
+
+def merge_timing(metrics: dict[str, Any], timing: dict[str, Any] | None) -> dict[str, Any]:
+    """``metrics.json`` content with ``timing.json``'s summary added: ``time_ms_median``,
+    ``time_ms_p95``, ``peak_memory_mb``, ``peak_gpu_memory_mib`` at the top level and the validation
+    ``time_ms_median`` under ``"val"``. Results written before ``timing.json`` existed (``timing`` None)
+    carry these keys in ``metrics.json`` itself and are returned as they are. Returns a new dict."""
+    out = dict(metrics)
+    if timing is None:
+        return out
+    t = timing
+    for k in ("time_ms_median", "time_ms_p95", "peak_memory_mb", "peak_gpu_memory_mib"):
+        out[k] = t.get(k)
+    if isinstance(out.get("val"), dict):
+        out["val"] = dict(out["val"], time_ms_median=(t.get("val") or {}).get("time_ms_median"))
+    return out

@@ -13,16 +13,19 @@ Outputs in ``out_dir``:
   (their sum is ``confusion.npy``), for bootstrap confidence intervals and paired comparisons;
 * ``metrics.json``: :func:`segbench.metrics.metrics_from_confusion` of it, per-class Boundary IoU
   and ``mBoundaryIoU``, class names, the image-averaged means, the number of evaluated pixels and
-  images, time per image (median and p95, ms; wall clock including the resize back) and the peak GPU
-  memory (MiB, on a GPU);
-* ``per_image.csv``: one row per test image: ``id, mIoU, mDice, aAcc, mBoundaryIoU, pixels, time_ms``;
+  images. It holds only what the model and the data determine, so the same run repeated on a CPU
+  writes it byte for byte again;
+* ``per_image.csv``: one row per test image: ``id, mIoU, mDice, aAcc, mBoundaryIoU, pixels``;
+* ``timing.json``: what the machine determines: time per image (median and p95, ms; wall clock
+  including the resize back; per image under ``"time_ms"``) for test and validation, and
+  ``peak_memory_mb`` (peak GPU memory on a GPU, else the evaluation process's peak RSS) and
+  ``peak_gpu_memory_mib``;
 * ``predictions/<id>.png``: predicted masks of the first ``save_predictions`` test ids (sorted) and
   of the ``n_worst`` test images with the lowest per-image mIoU (listed in ``metrics.json``
   ``worst_images``), for the report's overlays;
 * ``val_confusion.npy``, ``val_confusion_per_image.npy``, ``val_per_image.csv`` and
   ``metrics.json["val"]``: the same on the fold's validation images, which selection and ensembling
-  use (they never read the test files). ``peak_memory_mb``: peak GPU memory on a GPU, else the
-  evaluation process's peak RSS.
+  use (they never read the test files).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from .io import atomic_dir, atomic_path, atomic_write_json
 from .metrics import MEAN_METRICS, boundary_iou, boundary_iou_counts, confusion_matrix, metrics_from_confusion
 from .models import create_model
 
-__all__ = ["load_trained_model", "evaluate_model", "device_of"]
+__all__ = ["load_trained_model", "evaluate_model", "evaluate_loaded", "device_of"]
 
 
 def device_of(device_cfg: str) -> str:
@@ -131,17 +134,19 @@ def _run_split(model: torch.nn.Module, ids: list[str], meta: dict[str, Any], roo
     for _, sid, pred in worst:
         saved[sid] = pred
     per_image = pd.DataFrame(rows, columns=["id", "mIoU", "mDice", "aAcc", "mBoundaryIoU", "pixels", "time_ms"])
+    times = per_image.pop("time_ms")
     result = metrics_from_confusion(total, background=background)
     result.update(boundary_iou(b_inter, b_union))
     result.update({
         "image_averaged": {k: float(per_image[k].mean()) for k in ("mIoU", "mDice", "aAcc", "mBoundaryIoU")},
         "num_images": len(ids),
         "num_pixels": int(total.sum()),
-        "time_ms_median": float(per_image["time_ms"].median()) if len(per_image) else None,
-        "time_ms_p95": float(per_image["time_ms"].quantile(0.95)) if len(per_image) else None,
         "worst_images": [{"id": sid, "mIoU": float(v)} for v, sid, _ in worst],
     })
-    return {"result": result, "total": total, "cms": cms, "per_image": per_image, "saved": saved}
+    timing = {"time_ms_median": float(times.median()) if len(times) else None,
+              "time_ms_p95": float(times.quantile(0.95)) if len(times) else None,
+              "time_ms": dict(zip(per_image["id"], (round(float(t), 3) for t in times)))}
+    return {"result": result, "timing": timing, "total": total, "cms": cms, "per_image": per_image, "saved": saved}
 
 
 def _write_split(out_dir: Path, prefix: str, run: dict[str, Any], n: int) -> None:
@@ -167,7 +172,8 @@ def evaluate_model(ckpt_dir: str | Path, dataset_json: str | Path, splits_json: 
         out_dir: ``results/<experiment>/eval/<model>/fold<k>``.
 
     Returns:
-        The ``metrics.json`` content (test split), with the validation metrics under ``"val"``.
+        The ``metrics.json`` content (test split), with the validation metrics under ``"val"``, updated
+        with ``timing.json``'s ``time_ms_median``, ``time_ms_p95``, ``peak_memory_mb``.
 
     Raises:
         ValueError: the split has no test images.
@@ -205,10 +211,17 @@ def evaluate_loaded(model: torch.nn.Module, info: dict[str, Any], device: str, d
         for sid, pred in test["saved"].items():
             Image.fromarray(pred.astype(np.uint8 if n <= 256 else np.uint16)).save(pred_dir / f"{sid}.png")
     result = dict(test["result"])
-    result.update({
-        "classes": [c["name"] for c in meta["classes"]],
+    timing = {
+        "device": device,
+        "time_ms_median": test["timing"]["time_ms_median"],
+        "time_ms_p95": test["timing"]["time_ms_p95"],
         "peak_gpu_memory_mib": (torch.cuda.max_memory_allocated(device) / 2**20) if device.startswith("cuda") else None,
         "peak_memory_mb": _memory_mb(device),
+        "test": test["timing"],
+        "val": val["timing"],
+    }
+    result.update({
+        "classes": [c["name"] for c in meta["classes"]],
         "device": device,
         "inference": {k: getattr(infer, k) for k in ("mode", "scale", "overlap", "blend", "flip")},
         "model": info["model"].get("name"),
@@ -219,5 +232,9 @@ def evaluate_loaded(model: torch.nn.Module, info: dict[str, Any], device: str, d
     })
     _write_split(out_dir, "", test, n)
     _write_split(out_dir, "val_", val, n)
+    atomic_write_json(out_dir / "timing.json", timing)
     atomic_write_json(out_dir / "metrics.json", result)
-    return result
+    from .aggregate import merge_timing
+
+    return merge_timing(result, timing)
+
