@@ -71,6 +71,20 @@ def test_evaluation_counts_all_non_ignored_pixels(trained, processed):
     assert np.array_equal(np.load(ev / "val_confusion_per_image.npy").sum(0), val_cm)
     assert m["val"]["mIoU"] == pytest.approx(metrics_from_confusion(val_cm)["mIoU"])
     assert m["peak_memory_mb"] > 0
+    # what the machine determines (time, memory) is kept apart from what the model and data determine
+    timing = json.loads((ev / "timing.json").read_text())
+    assert sorted(timing["test"]["time_ms"]) == sorted(splits["test"]) and sorted(timing["val"]["time_ms"]) == sorted(val_ids)
+    assert timing["time_ms_median"] == pytest.approx(np.median(list(timing["test"]["time_ms"].values())), abs=1e-3)
+    assert timing["peak_memory_mb"] == m["peak_memory_mb"] > 0
+    on_disk = json.loads((ev / "metrics.json").read_text())
+    assert not {"time_ms_median", "time_ms_p95", "peak_memory_mb"} & set(on_disk) and "time_ms" not in per_image.columns
+    # so evaluating the same weights again writes every result file byte for byte again
+    ev2 = root / "eval_again"
+    evaluate_model(root / "models" / "m" / "fold0", processed, root / "splits.json", dict(jobs["evaluate"], save_predictions=2), ev2)
+    for f in ("metrics.json", "per_image.csv", "confusion.npy", "confusion_per_image.npy", "val_per_image.csv",
+              "val_confusion.npy", "val_confusion_per_image.npy"):
+        assert (ev / f).read_bytes() == (ev2 / f).read_bytes(), f
+    assert (ev / "timing.json").read_bytes() != (ev2 / "timing.json").read_bytes()
 
 
 def test_checkpoint_roundtrip_is_exact(trained):
@@ -221,3 +235,36 @@ def test_killed_training_resumes_and_ends_as_an_uninterrupted_run(tmp_path, proc
     other = subprocess.run(args(out), env=env, capture_output=True, text=True, timeout=600)
     assert other.returncode == 0 and "resuming" not in other.stdout
     assert json.loads((out / "train_meta.json").read_text())["resumed_after_epoch"] is None
+
+
+def test_ddp_two_cpu_processes_share_the_batches_and_score_every_validation_image_once(tmp_path, processed):
+    """train.devices=2 on a CPU: Lightning's DDP with two gloo processes. Each process takes its half of
+    the training images per epoch; the validation confusion of both processes together counts every
+    validation pixel exactly once (as one process does), and only the first process writes outputs."""
+    import subprocess
+    import sys
+
+    from segbench.config import dump_json
+
+    meta = json.loads(processed.read_text())
+    ids = sorted(meta["manifest"])
+    (tmp_path / "splits.json").write_text(json.dumps({"test": ids[:2], "folds": [{"train": ids[2:14], "val": ids[14:19]}]}))
+    model = {"library": "smp", "arch": "Unet", "encoder": "resnet18", "encoder_weights": None, "name": "u"}
+    (tmp_path / "model.json").write_text(dump_json(model))
+    jobs = job_configs(compose(["train.image_size=[64,96]", "train.epochs=1", "train.batch_size=2"]))
+    (tmp_path / "augment.json").write_text(dump_json(jobs["augment"]))
+    metas = {}
+    for n in (1, 2):
+        (tmp_path / f"train{n}.json").write_text(dump_json(dict(jobs["train"], devices=n, device="cpu")))
+        out = tmp_path / f"out{n}"
+        r = subprocess.run([sys.executable, "-m", "segbench.cli", "train", "--dataset", str(processed), "--splits",
+                            str(tmp_path / "splits.json"), "--fold", "0", "--model", str(tmp_path / "model.json"),
+                            "--train", str(tmp_path / f"train{n}.json"), "--augment", str(tmp_path / "augment.json"),
+                            "--out", str(out), "--threads", "1"], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        metas[n] = json.loads((out / "train_meta.json").read_text())
+    assert metas[1]["processes"] == 1 and metas[2]["processes"] == 2 and metas[2]["strategy"] == "DDPStrategy"
+    assert metas[1]["steps_per_epoch"] == 6 and metas[2]["steps_per_epoch"] == 3  # 12 images, batch 2 per process
+    # 5 validation images on 2 processes: a padding sampler would score one of them twice
+    assert metas[2]["val_pixels"] == metas[1]["val_pixels"] > 0
+    assert len(pd.read_csv(tmp_path / "out2" / "history.csv")) == 1 and (tmp_path / "out2" / "model.safetensors").is_file()

@@ -113,7 +113,8 @@ def _lightning():
     return lightning
 
 
-def _lightning_module(model, loss_fn, cfg: dict[str, Any], num_classes: int, ignore_index: int, steps_per_epoch: int):
+def _lightning_module(model, loss_fn, cfg: dict[str, Any], num_classes: int, ignore_index: int, steps_per_epoch: int,
+                      loaders=None):
     L = _lightning()
 
     class SegModule(L.LightningModule):
@@ -124,6 +125,25 @@ def _lightning_module(model, loss_fn, cfg: dict[str, Any], num_classes: int, ign
             self.cm = np.zeros((num_classes, num_classes), dtype=np.int64)
             self.val_losses: list[float] = []
             self.train_losses: list[float] = []
+
+        # The loaders are built here, once the processes exist, so that with several (DDP) each one
+        # draws its own share: training through a seeded DistributedSampler, validation through an
+        # unrepeated one (every validation image scored exactly once, then the confusion summed).
+        def train_dataloader(self):
+            return loaders("train", self.trainer.world_size, self.trainer.global_rank)
+
+        def val_dataloader(self):
+            return loaders("val", self.trainer.world_size, self.trainer.global_rank)
+
+        def gathered(self) -> tuple[np.ndarray, list[float], list[float]]:
+            """This epoch's validation confusion and losses of all processes (a collective call under DDP)."""
+            if self.trainer.world_size == 1:
+                return self.cm, self.val_losses, self.train_losses
+            cm = self.all_gather(torch.as_tensor(self.cm)).sum(0).cpu().numpy()
+            pad = lambda v: torch.tensor([float(np.sum(v)), float(len(v))], dtype=torch.float64)  # noqa: E731
+            vl, tl = self.all_gather(pad(self.val_losses)).sum(0), self.all_gather(pad(self.train_losses)).sum(0)
+            mean = lambda t: [float(t[0] / t[1])] if t[1] > 0 else []  # noqa: E731
+            return cm, mean(vl), mean(tl)
 
         def forward(self, x):
             return self.model(x)
@@ -142,7 +162,8 @@ def _lightning_module(model, loss_fn, cfg: dict[str, Any], num_classes: int, ign
             self.cm += confusion_matrix(y, logits.argmax(1), num_classes, ignore_index)
 
         def on_validation_epoch_end(self):
-            self.log("val_mIoU", metrics_from_confusion(self.cm)["mIoU"], prog_bar=True)
+            self.cm_all, self.val_losses_all, _ = self.gathered()
+            self.log("val_mIoU", metrics_from_confusion(self.cm_all)["mIoU"], prog_bar=True, rank_zero_only=True)
 
         def configure_optimizers(self):
             params = self.model.parameters()
@@ -178,11 +199,15 @@ def _history_callback(out_dir: Path, rows: list[dict[str, Any]], best: dict[str,
 
         def on_train_epoch_end(self, trainer, pl_module):
             # Lightning runs validation before on_train_epoch_end, so the val metrics are ready here
-            miou = float(metrics_from_confusion(pl_module.cm)["mIoU"]) if has_val else float("nan")
+            # (summed over processes under DDP; every process keeps the same history and best weights)
+            cm = getattr(pl_module, "cm_all", pl_module.cm)
+            val_losses = getattr(pl_module, "val_losses_all", pl_module.val_losses)
+            train_losses = pl_module.gathered()[2] if trainer.world_size > 1 else pl_module.train_losses
+            miou = float(metrics_from_confusion(cm)["mIoU"]) if has_val else float("nan")
             row = {
                 "epoch": trainer.current_epoch + 1,
-                "train_loss": float(np.mean(pl_module.train_losses)) if pl_module.train_losses else float("nan"),
-                "val_loss": float(np.mean(pl_module.val_losses)) if has_val and pl_module.val_losses else float("nan"),
+                "train_loss": float(np.mean(train_losses)) if train_losses else float("nan"),
+                "val_loss": float(np.mean(val_losses)) if has_val and val_losses else float("nan"),
                 "val_mIoU": miou,
                 "lr": trainer.optimizers[0].param_groups[0]["lr"],
                 "epoch_time_s": time.perf_counter() - self.t0,
@@ -192,6 +217,8 @@ def _history_callback(out_dir: Path, rows: list[dict[str, Any]], best: dict[str,
             if best.get("score") is None or (not math.isnan(score) and score > best["score"]):
                 best.update(score=score, epoch=row["epoch"],
                             state={k: v.detach().cpu().clone() for k, v in pl_module.model.state_dict().items()})
+            if not trainer.is_global_zero:
+                return
             buf = io.StringIO()
             w = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
             w.writeheader()
@@ -246,8 +273,9 @@ def _resume_callback(fingerprint: str, rows: list[dict[str, Any]], best: dict[st
             # kill during the write leaves the previous checkpoint intact
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             tmp = ckpt.with_name(f".{ckpt.name}.tmp")
-            trainer.save_checkpoint(str(tmp))
-            os.replace(tmp, ckpt)
+            trainer.save_checkpoint(str(tmp))  # every process calls it; the first one writes
+            if trainer.is_global_zero:
+                os.replace(tmp, ckpt)
 
         def state_dict(self):
             return {"fingerprint": fingerprint, "rows": list(rows), "best_score": best.get("score"),
@@ -337,22 +365,45 @@ def train_model(dataset_json: str | Path, splits_json: str | Path, fold: int, mo
     size = train_cfg["image_size"]
     train_ds = SegmentationDataset(root, meta["manifest"], train_ids, build_transform(augment_cfg, size, train=True, seed=seed))
     val_ds = SegmentationDataset(root, meta["manifest"], val_ids, build_transform(augment_cfg, size, train=False))
-    bs = int(train_cfg["batch_size"])
+    bs = int(train_cfg["batch_size"])  # per process: with DDP the effective batch is batch_size x devices
     workers = int(train_cfg.get("num_workers", 0))
     gen = torch.Generator().manual_seed(seed)
-    # workers are restarted every epoch (not persistent): each epoch's worker seeds then follow from the
-    # loader generator alone, so a run resumed at an epoch boundary draws the same augmentations
-    train_dl = torch.utils.data.DataLoader(train_ds, batch_size=bs, shuffle=True, drop_last=len(train_ds) > bs,
-                                           num_workers=workers, generator=gen, persistent_workers=False,
-                                           worker_init_fn=seed_worker if workers > 0 else None)
-    val_dl = torch.utils.data.DataLoader(val_ds, batch_size=bs, shuffle=False, num_workers=workers)
-    steps_per_epoch = max(1, len(train_dl))
+    accelerator, devices = resolve_device(train_cfg.get("device", "auto"))
+    n_proc = int(train_cfg.get("devices", 1) or 1)
+    if n_proc > 1:  # DDP: one process per GPU, or n CPU processes (gloo)
+        if isinstance(devices, list):
+            raise ValueError(f"train.devices={n_proc} with device={train_cfg.get('device')}: pick the GPUs with "
+                             "CUDA_VISIBLE_DEVICES and set device=cuda (or auto)")
+        devices = n_proc
+
+    def loaders(kind: str, world: int, rank: int):
+        from torch.utils.data import DistributedSampler
+
+        if kind == "val":
+            sampler = None
+            if world > 1:
+                from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+                sampler = UnrepeatedDistributedSampler(val_ds, num_replicas=world, rank=rank, shuffle=False)
+            return torch.utils.data.DataLoader(val_ds, batch_size=bs, shuffle=False, sampler=sampler, num_workers=workers)
+        # workers are restarted every epoch (not persistent): each epoch's worker seeds then follow from the
+        # loader generator alone, so a run resumed at an epoch boundary draws the same augmentations
+        drop_last = len(train_ds) > bs * world  # as `drop` below, for the number of steps
+        sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=seed,
+                                     drop_last=drop_last) if world > 1 else None
+        return torch.utils.data.DataLoader(train_ds, batch_size=bs, shuffle=sampler is None, sampler=sampler,
+                                           drop_last=drop_last, num_workers=workers, generator=gen,
+                                           persistent_workers=False, worker_init_fn=seed_worker if workers > 0 else None)
+
+    world = devices if n_proc > 1 else 1
+    drop = len(train_ds) > bs * world
+    per_process = len(train_ds) // world if drop else math.ceil(len(train_ds) / world)
+    steps_per_epoch = max(1, per_process // bs if drop else math.ceil(per_process / bs))
 
     model = create_model(num_classes=num_classes, **model_cfg)
     set_bn_momentum(model, train_cfg.get("bn_momentum", 0.1))
     loss_fn = build_loss(train_cfg["loss"], ignore_index=ignore_index)
-    module = _lightning_module(model, loss_fn, train_cfg, num_classes, ignore_index, steps_per_epoch)
-    accelerator, devices = resolve_device(train_cfg.get("device", "auto"))
+    module = _lightning_module(model, loss_fn, train_cfg, num_classes, ignore_index, steps_per_epoch, loaders)
     precision = train_cfg.get("precision", "auto")
     if precision == "auto":
         precision = "16-mixed" if accelerator == "gpu" else "32-true"
@@ -376,11 +427,16 @@ def train_model(dataset_json: str | Path, splits_json: str | Path, fold: int, mo
                    _resume_callback(fingerprint, rows, best, gen, train_ds.transform, ckpt_dir / "last.ckpt")],
         enable_checkpointing=False,
         limit_val_batches=1.0 if val_ids else 0, deterministic="warn", enable_model_summary=False,
+        # several processes: DDP (Lightning launches the other processes by rerunning this command; on
+        # CPU they talk through gloo); segbench's own samplers are used (see the module's loaders)
+        strategy="ddp" if n_proc > 1 else "auto", use_distributed_sampler=False,
+        sync_batchnorm=n_proc > 1 and accelerator == "gpu",
     )
     t0 = time.perf_counter()
-    trainer.fit(module, train_dl, val_dl if val_ids else None,
-                ckpt_path=str(ckpt_dir / "last.ckpt") if resume_epochs is not None else None)
+    trainer.fit(module, ckpt_path=str(ckpt_dir / "last.ckpt") if resume_epochs is not None else None)
     wall = time.perf_counter() - t0
+    if not trainer.is_global_zero:  # the other DDP processes: the first one writes the outputs
+        return {"global_rank": trainer.global_rank}
 
     from safetensors.torch import save_file
 
@@ -412,6 +468,11 @@ def train_model(dataset_json: str | Path, splits_json: str | Path, fold: int, mo
         "resumed_after_epoch": resume_epochs,
         "epoch_time_s_median": float(np.median(epoch_times)) if epoch_times else None,
         "device": f"{accelerator}:{devices}",
+        "processes": trainer.world_size,
+        "steps_per_epoch": steps_per_epoch,  # optimiser steps of each process
+        # pixels scored in the last validation (all processes together): each image exactly once
+        "val_pixels": int(getattr(module, "cm_all", module.cm).sum()) if val_ids else 0,
+        "strategy": type(trainer.strategy).__name__,
         "precision": precision,
         "threads": torch.get_num_threads(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "lightning": L.__version__},
