@@ -10,7 +10,8 @@ def test_default_experiment_has_three_libraries():
     assert cfg["name"] == "camvid_quick"
     libs = {cfg["model"][m]["library"] for m in cfg["models"]}
     assert libs == {"smp", "torchvision", "mmseg"}
-    assert cfg["dataset"]["root"].endswith("data/camvid")
+    # the raw data lives in the project (DVC-tracked), copied once from $SEGBENCH_SHARED/data/camvid
+    assert cfg["dataset"]["root"] == "data/raw/camvid" and cfg["dataset"]["import_from"].endswith("data/camvid")
 
 
 def test_overrides_and_model_overrides():

@@ -124,10 +124,26 @@ def test_workflow_end_to_end(tmp_path, camvid_subset):
     assert not any(f"{m}/fold0/model.safetensors" in ln for ln in produced for m in ("tv_lraspp_mbv3", "mmseg_fastscnn"))
 
 
+def _tree_digest(root: Path, outs: list[str]) -> dict[str, str]:
+    """{relative path: md5} of every file under the DVC outputs (links followed, as DVC does)."""
+    import hashlib
+
+    files = {}
+    for o in outs:
+        base = root / o
+        for p in ([base] if base.is_file() else sorted(base.rglob("*"))):
+            if p.is_file():
+                files[str(p.relative_to(root))] = hashlib.md5(p.read_bytes()).hexdigest()
+    return files
+
+
 @pytest.mark.slow
-def test_dvc_repro_metrics_and_push(tmp_path, camvid_subset):
-    """dvc repro imports the raw data and runs the workflow; metrics are readable; push fills the remote."""
+def test_dvc_round_trip_fresh_clone_pull_reruns_nothing(tmp_path, camvid_subset):
+    """dvc repro imports the raw data and runs the workflow; dvc push fills a remote. A fresh clone that
+    runs `dvc pull` and then the README's main-job command runs no job: every pulled file is
+    byte-identical to what was pushed, and nothing is retrained, re-evaluated or rewritten."""
     import shutil
+    import time
 
     proj = tmp_path / "proj"
     shutil.copytree(REPO, proj, ignore=shutil.ignore_patterns(".venv", ".git", "results", "data", ".dvc-remote",
@@ -136,33 +152,58 @@ def test_dvc_repro_metrics_and_push(tmp_path, camvid_subset):
     shared = tmp_path / "shared"
     (shared / "data").mkdir(parents=True)
     (shared / "data" / "camvid").symlink_to(camvid_subset)
-    (proj / "params.yaml").write_text(
-        "experiment: camvid_quick\n"
-        "overrides: \"'models=[tv_lraspp_mbv3]' train.epochs=1 train.image_size=[64,96] train.batch_size=4 --cores 2\"\n")
-    env = dict(os.environ, SEGBENCH_SHARED=str(shared), SEGBENCH_ROOT=str(proj), DVC_NO_ANALYTICS="1")
+    overrides = ["models=[tv_lraspp_mbv3]", "train.epochs=1", "train.image_size=[64,96]", "train.batch_size=4"]
+    (proj / "params.yaml").write_text("experiment: camvid_quick\n"
+                                      f"overrides: \"'{overrides[0]}' {' '.join(overrides[1:])} --cores 2\"\n")
+    env = dict(os.environ, SEGBENCH_SHARED=str(shared), DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t",
+               GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    env.pop("SNAKEMAKE_OUTPUT_CACHE", None)  # each project its own cache: a fresh clone starts with none
     # as after `source .venv/bin/activate`: dvc.yaml's commands call `segbench` from PATH
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    run = lambda *a: subprocess.run(list(a), cwd=proj, env=env, capture_output=True, text=True, timeout=1200)  # noqa: E731
-    assert run("git", "init", "-q").returncode == 0
+
+    def run(*a, cwd=proj):
+        r = subprocess.run(list(a), cwd=cwd, env=dict(env, SEGBENCH_ROOT=str(cwd)), capture_output=True, text=True,
+                           timeout=1200)
+        assert r.returncode == 0, " ".join(a) + "\n" + r.stdout[-3000:] + r.stderr[-3000:]
+        return r
+
     dvc = [sys.executable, "-m", "dvc"]
-    r = run(*dvc, "repro")
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    run("git", "init", "-q")
+    run(*dvc, "repro")
     assert len(list((proj / "data/raw/camvid/CamVid/test").glob("*.png"))) == len(list((camvid_subset / "CamVid/test").glob("*.png")))
     summary = json.loads((proj / "results/camvid_quick/summary.json").read_text())
     assert [m["model"] for m in summary["models"]] == ["tv_lraspp_mbv3"]
-    r = run(*dvc, "metrics", "show", "--json")
-    assert r.returncode == 0 and "mIoU" in r.stdout
+    assert "mIoU" in run(*dvc, "metrics", "show", "--json").stdout
     assert run(*dvc, "status").stdout.strip().endswith("up to date.")
-    r = run(*dvc, "push")
-    assert r.returncode == 0, r.stderr[-2000:]
-    import hashlib
+    run(*dvc, "push")
+    run("git", "add", "-A")
+    run("git", "commit", "-q", "-m", "experiment")
 
-    outs = ["data/raw/camvid", "data/processed/camvid"] + [f"results/camvid_quick/{d}" for d in ("models", "eval", "best", "report")]
-    files = [p for o in outs for p in (proj / o).rglob("*") if p.is_file()]
-    assert len(files) > 50
-    for p in files:  # DVC's content-addressed remote holds every output file under its MD5
-        md5 = hashlib.md5(p.read_bytes()).hexdigest()
-        assert (proj / ".dvc-remote" / "files" / "md5" / md5[:2] / md5[2:]).is_file(), p
+    outs = ["data/raw/camvid", "data/processed/camvid", ".snakemake/metadata"] + [
+        f"results/camvid_quick/{d}" for d in ("models", "eval", "best", "report", "selection.json", "splits.json",
+                                             "summary.csv", "provenance.json", "summary.json", "learning_curves.csv")]
+    pushed = _tree_digest(proj, outs)
+    assert len(pushed) > 50 and any(k.endswith("model.safetensors") for k in pushed)
+    for rel, md5 in pushed.items():  # DVC's content-addressed remote holds every output file under its MD5
+        assert (proj / ".dvc-remote" / "files" / "md5" / md5[:2] / md5[2:]).is_file(), rel
+
+    # a collaborator: fresh clone, dvc pull, then the README's main-job command
+    clone = tmp_path / "clone"
+    run("git", "clone", "-q", str(proj), str(clone), cwd=tmp_path)
+    run(*dvc, "remote", "modify", "--local", "local", "url", str(proj / ".dvc-remote"), cwd=clone)
+    t0 = time.perf_counter()
+    run(*dvc, "pull", cwd=clone)
+    t_pull = time.perf_counter() - t0
+    assert _tree_digest(clone, outs) == pushed
+    t0 = time.perf_counter()
+    r = run(*SEGBENCH, "run", "experiment=camvid_quick", *overrides, "--cores", "2", cwd=clone)
+    t_run = time.perf_counter() - t0
+    out = r.stdout + r.stderr
+    assert "Nothing to be done" in out, out[-4000:]
+    for rule in ("convert", "split", "train", "evaluate", "aggregate", "report"):
+        assert f"rule {rule}:" not in out, rule
+    assert _tree_digest(clone, outs) == pushed
+    print(f"fresh clone: dvc pull {t_pull:.1f} s, then segbench run (no job) {t_run:.1f} s")
 
 
 def test_constraints_pin_cpu_safe_torch():

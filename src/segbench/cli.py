@@ -73,17 +73,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_import_raw(args):
-    import shutil
+    from .data.convert import import_raw
 
-    from .io import atomic_dir
-
-    src = Path(args.src)
-    if not src.is_dir():
-        print(f"segbench import-raw: error: {src} is not a folder; set --src or SEGBENCH_SHARED", file=sys.stderr)
-        return 2
-    with atomic_dir(args.out) as tmp:
-        shutil.copytree(src, tmp, dirs_exist_ok=True)
-    print(f"copied {src} to {args.out} (DVC tracks it as a stage output)")
+    import_raw(args.src, args.out)
+    print(f"copied {args.src} to {args.out} (DVC tracks it as a stage output)")
     return 0
 
 
@@ -162,6 +155,9 @@ def _cmd_aggregate(args):
     t0 = time.perf_counter()
     s = aggregate(args.experiment, models, args.folds, args.dataset_dir, sel_cfg)
     dt = time.perf_counter() - t0
+    from .provenance import write_record
+
+    write_record(args.experiment, args.dataset_dir)
     for r in s["models"]:
         flag = "" if r["selectable"] else f"  (not selectable: {r['violations']})"
         print(f"{r['rank']}. {r['model']:<24} {r['library']:<12} val {s['best']['criterion']:<5} {r['val_score']:.4f}  "

@@ -1,13 +1,23 @@
 # Config: a composed config (from `segbench run`, via --configfile) or Hydra overrides (--config k=v).
 # Each step's slice of the config is written to results/<name>/configs/*.json, and rewritten only
 # when its content changes, so a job reruns only when what it depends on changed.
+#
+# What decides that a job is stale (docs/reproducibility.md): Snakemake's rerun triggers. An input
+# whose mtime moved but whose bytes did not is not a change (Snakemake compares the checksum it
+# recorded; the profiles raise --max-checksum-file-size so that covers images and checkpoints); the
+# `code=` param of every rule is a fingerprint of the segbench modules the step runs and, for the
+# steps that compute with them, of the installed library versions (segbench.provenance). The train
+# rule is also in Snakemake's between-workflow output cache (`cache: True`, keyed by a hash of its
+# shell command, params, and the content/provenance of its inputs): a model x fold x dataset x
+# recipe trained by any experiment sharing the cache is trained once.
 import json
 import os
 from pathlib import Path
 
 from segbench import config as sb_config
-from segbench.data.convert import list_sources
+from segbench.data.convert import ensure_raw, list_sources
 from segbench.io import write_if_changed
+from segbench.provenance import STEPS, code_fingerprint, default_output_cache
 
 if "name" in config and "model" in config:
     CFG = json.loads(json.dumps(dict(config)))
@@ -16,6 +26,10 @@ else:
     CFG = sb_config.compose([f"{k}={v}" for k, v in config.items()])
 
 JOBS = sb_config.job_configs(CFG)
+# a dataset that lives inside the project (data/raw/<name>, versioned by DVC) is copied there once
+# from `import_from`; where it came from is not part of what the conversion depends on
+ensure_raw(JOBS["dataset"])
+JOBS["dataset"].pop("import_from", None)
 EXP = CFG["name"]
 RES = f"results/{EXP}"
 CONF = f"{RES}/configs"
@@ -24,6 +38,11 @@ MODELS = list(CFG["models"])
 N_FOLDS = int(CFG["split"].get("n_folds", 1)) if CFG["split"]["strategy"] == "kfold" else 1
 FOLDS = list(range(N_FOLDS))
 REPORT = f"{RES}/report/index.html"
+# training/evaluation jobs ask for one GPU (a SLURM --gpus, a local --resources gpu=N slot) unless the
+# experiment runs on the CPU (device=cpu)
+GPU = 0 if str(CFG.get("device", "auto")).lower() == "cpu" else 1
+# a training job with train.devices > 1 runs DDP over that many GPUs (or CPU processes)
+TRAIN_GPUS = GPU * int(CFG["train"].get("devices", 1) or 1)
 _TOP_K = int(CFG["select"].get("ensemble_top_k", 0) or 0)
 ENSEMBLES = [f"ensemble_top{_TOP_K}"] if _TOP_K >= 2 and len(MODELS) >= 2 else []
 CANDIDATES = MODELS + ENSEMBLES
@@ -37,6 +56,13 @@ for _name, _mcfg in JOBS["models"].items():
 # dataset look stale (a per-experiment copy would be newer than the converted data).
 DATASET_CFG = f"data/processed/{CFG['dataset']['name']}.config.json"
 write_if_changed(DATASET_CFG, sb_config.dump_json(JOBS["dataset"]))
+
+# the code each step runs (segbench modules + library versions): a `params` entry of every rule
+CODE = {step: code_fingerprint(step) for step in STEPS}
+# Snakemake's between-workflow output cache (for `cache: True` rules, with --cache): one per project
+# by default; point SNAKEMAKE_OUTPUT_CACHE at a shared folder to share trained models between
+# projects or users. The variable is read when the DAG is built, after this file is parsed.
+OUTPUT_CACHE = default_output_cache()
 
 
 # Used only with --software-deployment-method conda; the default runs in the current environment.

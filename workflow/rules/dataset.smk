@@ -9,6 +9,7 @@ rule convert:
         f"{RES}/logs/convert.log",
     params:
         out=lambda wildcards, output: os.path.dirname(output[0]),
+        code=CODE["convert"],
     conda:
         SEGBENCH_ENV
     shell:
@@ -23,6 +24,8 @@ rule validate:
         f"{DS}/validation.json",
     log:
         f"{RES}/logs/validate.log",
+    params:
+        code=CODE["validate"],
     conda:
         SEGBENCH_ENV
     shell:
@@ -39,6 +42,8 @@ rule split:
         f"{RES}/splits.json",
     log:
         f"{RES}/logs/split.log",
+    params:
+        code=CODE["split"],
     conda:
         SEGBENCH_ENV
     shell:

@@ -17,9 +17,11 @@ rule evaluate:
         val_per_image=f"{RES}/eval/{{model}}/fold{{fold}}/val_per_image.csv",
         val_confusion=f"{RES}/eval/{{model}}/fold{{fold}}/val_confusion.npy",
         val_confusion_per_image=f"{RES}/eval/{{model}}/fold{{fold}}/val_confusion_per_image.npy",
+        timing=f"{RES}/eval/{{model}}/fold{{fold}}/timing.json",
     params:
         model="{model}",
         fold="{fold}",
+        code=CODE["evaluate"],
         ckpt=lambda wildcards, input: os.path.dirname(input.weights),
         out=lambda wildcards, output: os.path.dirname(output.metrics),
     log:
@@ -28,7 +30,7 @@ rule evaluate:
         SEGBENCH_ENV
     threads: workflow.cores
     resources:
-        gpu=1,
+        gpu=GPU,
         mem_mb=4000,
         runtime=60,
     shell:
@@ -56,19 +58,21 @@ rule ensemble:
         val_per_image=f"{RES}/eval/ensemble_top{{k}}/fold{{fold}}/val_per_image.csv",
         val_confusion=f"{RES}/eval/ensemble_top{{k}}/fold{{fold}}/val_confusion.npy",
         val_confusion_per_image=f"{RES}/eval/ensemble_top{{k}}/fold{{fold}}/val_confusion_per_image.npy",
+        timing=f"{RES}/eval/ensemble_top{{k}}/fold{{fold}}/timing.json",
         spec=f"{RES}/models/ensemble_top{{k}}/fold{{fold}}/ensemble.json",
     params:
         exp=lambda wildcards, input: os.path.dirname(input.splits),
         folds=N_FOLDS,
         models=" ".join(MODELS),
         out=lambda wildcards, output: os.path.dirname(output.metrics),
+        code=CODE["ensemble"],
     log:
         f"{RES}/logs/evaluate/ensemble_top{{k}}_fold{{fold}}.log",
     conda:
         SEGBENCH_ENV
     threads: workflow.cores
     resources:
-        gpu=1,
+        gpu=GPU,
         mem_mb=6000,
         runtime=60,
     shell:

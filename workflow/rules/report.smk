@@ -2,12 +2,14 @@ rule aggregate:
     """summary.csv/json (one row per model), learning_curves.csv, selection.json (on validation only)."""
     input:
         metrics=expand(f"{RES}/eval/{{model}}/fold{{fold}}/metrics.json", model=CANDIDATES, fold=FOLDS),
+        timing=expand(f"{RES}/eval/{{model}}/fold{{fold}}/timing.json", model=CANDIDATES, fold=FOLDS),
         per_image=expand(f"{RES}/eval/{{model}}/fold{{fold}}/confusion_per_image.npy", model=CANDIDATES, fold=FOLDS),
         val=expand(f"{RES}/eval/{{model}}/fold{{fold}}/val_confusion.npy", model=CANDIDATES, fold=FOLDS),
         meta=expand(f"{RES}/models/{{model}}/fold{{fold}}/train_meta.json", model=MODELS, fold=FOLDS),
         history=expand(f"{RES}/models/{{model}}/fold{{fold}}/history.csv", model=MODELS, fold=FOLDS),
         models=expand(f"{CONF}/models/{{model}}.json", model=MODELS),
         validation=f"{DS}/validation.json",
+        dataset=f"{DS}/dataset.json",
         splits=f"{RES}/splits.json",
         select=f"{CONF}/select.json",
     output:
@@ -15,11 +17,13 @@ rule aggregate:
         table=f"{RES}/summary.csv",
         curves=f"{RES}/learning_curves.csv",
         selection=f"{RES}/selection.json",
+        provenance=f"{RES}/provenance.json",
     params:
         exp=lambda wildcards, output: os.path.dirname(output.summary),
         ds=lambda wildcards, input: os.path.dirname(input.validation),
         folds=N_FOLDS,
         ensembles=" ".join(ENSEMBLES),
+        code=CODE["aggregate"],
     log:
         f"{RES}/logs/aggregate.log",
     conda:
@@ -44,6 +48,7 @@ rule best:
     params:
         exp=lambda wildcards, input: os.path.dirname(input.summary),
         ds=lambda wildcards, input: os.path.dirname(input.dataset),
+        code=CODE["best"],
     log:
         f"{RES}/logs/best.log",
     conda:
@@ -59,7 +64,9 @@ rule report:
         summary=f"{RES}/summary.json",
         curves=f"{RES}/learning_curves.csv",
         per_image=expand(f"{RES}/eval/{{model}}/fold{{fold}}/per_image.csv", model=CANDIDATES, fold=FOLDS),
-        predictions=expand(f"{RES}/eval/{{model}}/fold{{fold}}/predictions", model=CANDIDATES, fold=FOLDS),
+        # each evaluate job writes predictions/ before metrics.json; a folder is not an input here since
+        # Snakemake can checksum files only (a pulled folder's new mtime would re-render the report)
+        metrics=expand(f"{RES}/eval/{{model}}/fold{{fold}}/metrics.json", model=CANDIDATES, fold=FOLDS),
         cfg=f"{CONF}/report.json",
         dataset=f"{DS}/dataset.json",
         best=f"{RES}/best/README.md",
@@ -68,6 +75,7 @@ rule report:
     params:
         exp=lambda wildcards, input: os.path.dirname(input.summary),
         ds=lambda wildcards, input: os.path.dirname(input.dataset),
+        code=CODE["report"],
     log:
         f"{RES}/logs/report.log",
     conda:

@@ -12,19 +12,21 @@ rule train:
         history=f"{RES}/models/{{model}}/fold{{fold}}/history.csv",
         meta=f"{RES}/models/{{model}}/fold{{fold}}/train_meta.json",
     params:
+        # the cache key holds params, not wildcards: both are here; no path (it names the experiment)
         model="{model}",
         fold="{fold}",
-        out=lambda wildcards, output: os.path.dirname(output.weights),
+        code=CODE["train"],
+    cache: True
     log:
         f"{RES}/logs/train/{{model}}_fold{{fold}}.log",
     conda:
         SEGBENCH_ENV
     threads: workflow.cores
     resources:
-        gpu=1,
+        gpu=TRAIN_GPUS,
         mem_mb=8000,
         runtime=240,
     shell:
         "segbench train --dataset {input.dataset} --splits {input.splits} --fold {params.fold}"
         " --model {input.model} --train {input.train} --augment {input.augment}"
-        " --out {params.out} --threads {threads} 2>&1 | tee {log}"
+        " --out $(dirname {output.weights}) --threads {threads} 2>&1 | tee {log}"

@@ -74,6 +74,34 @@ def _merge_duplicate_groups(manifest: dict[str, Any], problems: Problems) -> Non
                       f"they are not intended")
 
 
+def import_raw(src: str | Path, out: str | Path) -> Path:
+    """Copy a raw dataset folder ``src`` into the project at ``out`` (e.g. ``data/raw/camvid``, where
+    DVC versions it), byte for byte; ``out`` appears only when the whole copy succeeded.
+
+    Raises:
+        DatasetError: ``src`` is not a folder (names it and the fix).
+    """
+    import shutil
+
+    src = Path(src)
+    if not src.is_dir():
+        raise DatasetError([f"{src}: raw dataset folder not found; set SEGBENCH_SHARED to the folder holding "
+                            "data/<name>, or dataset.root to your data"])
+    with atomic_dir(out) as tmp:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+    return Path(out)
+
+
+def ensure_raw(cfg: dict[str, Any]) -> bool:
+    """If the dataset config's ``root`` does not exist and it names ``import_from``, copy that folder
+    to ``root`` (:func:`import_raw`). Returns True when it copied. A root that exists is never touched."""
+    root, src = cfg.get("root"), cfg.get("import_from")
+    if not root or not src or Path(root).exists():
+        return False
+    import_raw(src, root)
+    return True
+
+
 def list_sources(cfg: dict[str, Any]) -> list[str]:
     """The raw files a dataset config reads (the workflow's convert inputs); [] when the source is
     broken, so the convert step, not the DAG build, reports the problem."""
