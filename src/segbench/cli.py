@@ -44,11 +44,46 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # the rules call `segbench`: make this interpreter's scripts folder (the venv's bin/) visible to them
     env = dict(os.environ, SEGBENCH_ROOT=str(root))
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    _unlock_if_stale(workdir, cmd, env)
     rc = subprocess.call(cmd, env=env)
     report = workdir / "results" / cfg["name"] / "report" / "index.html"
     if rc == 0 and not args.dry_run and report.is_file():
         print(f"segbench: report at {report}", file=sys.stderr)
     return rc
+
+
+def _snakemake_running_in(workdir: Path) -> bool:
+    """Whether a Snakemake process on this machine works in ``workdir`` (names it on its command line,
+    or runs in it). True when this cannot be known (no /proc), so nothing is unlocked then."""
+    proc_root = Path("/proc")
+    if not proc_root.is_dir():
+        return True
+    target, me = str(workdir), str(os.getpid())
+    for proc in proc_root.glob("[0-9]*"):
+        if proc.name == me:
+            continue
+        try:
+            argv = [a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
+            if not any("snakemake" in a for a in argv[:3]):
+                continue
+            if target in argv or os.path.realpath(proc / "cwd") == target:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _unlock_if_stale(workdir: Path, cmd: list[str], env: dict[str, str]) -> None:
+    """A run killed hard (SIGKILL, power loss) leaves Snakemake's lock behind, and the next run would
+    refuse to start. Remove it when no Snakemake process on this machine works in ``workdir``. (On a
+    file system shared between machines, make sure no run is live elsewhere; Snakemake's own
+    ``--unlock`` is what this calls.)"""
+    locks = workdir / ".snakemake" / "locks"
+    if not locks.is_dir() or not any(locks.iterdir()) or _snakemake_running_in(workdir):
+        return
+    print("segbench: removing the lock an interrupted run left in "
+          f"{locks} (no Snakemake process is working in this folder)", file=sys.stderr, flush=True)
+    subprocess.call([c for c in cmd if c != "--dry-run"] + ["--unlock"], env=env, stdout=subprocess.DEVNULL)
 
 
 def _cmd_config(args: argparse.Namespace) -> int:

@@ -58,7 +58,7 @@ def _module_file(parts: list[str]) -> Path | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _imports(path: Path) -> frozenset[Path]:
     """segbench modules imported anywhere in ``path`` (absolute ``segbench.x`` or relative ``.x``)."""
     rel = path.relative_to(PACKAGE_DIR).with_suffix("").parts
@@ -118,7 +118,7 @@ def module_closure(*entries: str) -> list[Path]:
     return sorted(seen)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def package_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
     """``{distribution: version}`` of the installed ones among ``names`` (absent ones are left out)."""
     out = {}

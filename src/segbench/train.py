@@ -369,6 +369,8 @@ def train_model(dataset_json: str | Path, splits_json: str | Path, fold: int, mo
     workers = int(train_cfg.get("num_workers", 0))
     gen = torch.Generator().manual_seed(seed)
     accelerator, devices = resolve_device(train_cfg.get("device", "auto"))
+    if accelerator == "gpu":  # deterministic cuBLAS (PyTorch's reproducibility notes); must precede its first use
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     n_proc = int(train_cfg.get("devices", 1) or 1)
     if n_proc > 1:  # DDP: one process per GPU, or n CPU processes (gloo)
         if isinstance(devices, list):
