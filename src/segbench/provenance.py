@@ -43,8 +43,8 @@ STEPS = {
 
 # libraries whose version can change trained weights or predictions (installed versions are not part
 # of Snakemake's cache key; see ../shared/ENVIRONMENT.md)
-LIBRARIES = ("torch", "torchvision", "segmentation-models-pytorch", "timm", "mmsegmentation", "mmengine", "mmcv",
-             "lightning", "albumentations", "numpy", "pillow", "opencv-python-headless", "safetensors", "onnx",
+LIBRARIES = ("torch", "torchvision", "segmentation-models-pytorch", "timm", "mmsegmentation", "mmengine", "mmcv", "mmcv-lite",
+             "lightning", "albumentations", "numpy", "pillow", "opencv-python", "opencv-python-headless", "safetensors", "onnx",
              "onnxruntime", "pycocotools", "scipy", "pandas")
 _USES_LIBRARIES = {"train", "evaluate", "ensemble", "best", "convert", "aggregate"}
 

@@ -98,6 +98,9 @@ def ensure_raw(cfg: dict[str, Any]) -> bool:
     root, src = cfg.get("root"), cfg.get("import_from")
     if not root or not src or Path(root).exists():
         return False
+    import sys
+
+    print(f"segbench: copying the raw dataset {src} to {root} (once; DVC versions it there)", file=sys.stderr, flush=True)
     import_raw(src, root)
     return True
 
