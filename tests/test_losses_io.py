@@ -21,7 +21,7 @@ def test_loss_ignores_ignore_index_pixels(spec):
 
 
 def test_unknown_loss_lists_valid_names():
-    with pytest.raises(ValueError, match="ce, dice, focal, lovasz, tversky"):
+    with pytest.raises(ValueError, match="ce, dice, jaccard, focal, tversky, lovasz"):
         build_loss({"hinge": 1.0})
     with pytest.raises(ValueError, match="positive weight"):
         build_loss({"ce": 0.0})

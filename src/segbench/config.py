@@ -91,6 +91,12 @@ def resolve(raw: dict[str, Any], model_configs: dict[str, dict[str, Any]]) -> di
         merged = OmegaConf.merge(OmegaConf.create(mcfg), OmegaConf.create(overrides.get(name, {})))
         cfg["model"][name] = OmegaConf.to_container(merged, resolve=True)
     validate(cfg)
+    for name, mcfg in cfg["model"].items():  # a model's own training changes: the merged recipe must be valid too
+        if mcfg.get("train"):
+            try:
+                validate(dict(cfg, train={**cfg["train"], **mcfg["train"]}))
+            except ConfigError as err:
+                raise ConfigError(str(err).replace("\n  train.", f"\n  model.{name}.train.")) from None
     return cfg
 
 

@@ -44,7 +44,7 @@ from .data.dataset import read_image, read_mask
 from .inference import InferenceConfig, segment
 from .io import atomic_dir, atomic_path, atomic_write_json
 from .metrics import MEAN_METRICS, boundary_iou, boundary_iou_counts, confusion_matrix, metrics_from_confusion
-from .models import create_model
+from .models import architecture_config, create_model
 
 __all__ = ["load_trained_model", "evaluate_model", "evaluate_loaded", "device_of"]
 
@@ -82,7 +82,7 @@ def load_trained_model(ckpt_dir: str | Path, device: str = "cpu") -> tuple[torch
         return EnsembleModel(members).to(device).eval(), info
     if not (ckpt_dir / "model.safetensors").is_file():
         raise FileNotFoundError(f"{ckpt_dir / 'model.safetensors'} not found; train the model first (segbench train)")
-    model_cfg = dict(info["model"], encoder_weights=None)  # the trained weights replace any pretrained ones
+    model_cfg = architecture_config(info["model"])  # the trained weights replace any pretrained/initial ones
     model = create_model(num_classes=info["num_classes"], **model_cfg)
     model.load_state_dict(load_file(str(ckpt_dir / "model.safetensors")))
     return model.to(device).eval(), info

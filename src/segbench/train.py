@@ -44,11 +44,12 @@ import torch
 from ._compat import import_torchvision
 from .data.dataset import SegmentationDataset, build_transform, seed_worker
 from .io import atomic_path, atomic_write_json, atomic_write_text
-from .losses import build_loss
+from .losses import build_loss, resolve_class_weights
 from .metrics import confusion_matrix, metrics_from_confusion
 from .models import count_parameters, create_model
 
-__all__ = ["train_model", "resolve_device", "lr_lambda", "set_bn_momentum"]
+__all__ = ["train_model", "resolve_device", "lr_lambda", "set_bn_momentum", "effective_train_config",
+           "lr_valley", "find_lr"]
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_mIoU", "lr", "epoch_time_s"]
 
@@ -116,6 +117,7 @@ def _lightning():
 def _lightning_module(model, loss_fn, cfg: dict[str, Any], num_classes: int, ignore_index: int, steps_per_epoch: int,
                       loaders=None):
     L = _lightning()
+    freeze_epochs = int(cfg.get("freeze_epochs") or 0)
 
     class SegModule(L.LightningModule):
         def __init__(self):
@@ -163,10 +165,35 @@ def _lightning_module(model, loss_fn, cfg: dict[str, Any], num_classes: int, ign
 
         def on_validation_epoch_end(self):
             self.cm_all, self.val_losses_all, _ = self.gathered()
-            self.log("val_mIoU", metrics_from_confusion(self.cm_all)["mIoU"], prog_bar=True, rank_zero_only=True)
+            # the same value in every process (the confusion is summed over all of them): early stopping agrees
+            self.log("val_mIoU", float(np.nan_to_num(metrics_from_confusion(self.cm_all)["mIoU"])), prog_bar=True)
+
+        # fastai's fine_tune: the encoder frozen for `freeze_epochs` (no gradient, and its BatchNorm layers
+        # in eval mode so their running statistics stay the pretrained ones), then trained at lr x encoder_lr_mult
+        def apply_freeze(self):
+            frozen = self.current_epoch < freeze_epochs
+            for p in self.model.encoder.parameters():
+                p.requires_grad_(not frozen)
+            if frozen:
+                for m in self.model.encoder.modules():
+                    if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                        m.eval()
+
+        def on_train_epoch_start(self):
+            if freeze_epochs:
+                self.apply_freeze()
+
+        def on_validation_model_train(self):
+            super().on_validation_model_train()
+            if freeze_epochs:
+                self.apply_freeze()
 
         def configure_optimizers(self):
-            params = self.model.parameters()
+            enc_ids = {id(p) for p in self.model.encoder.parameters()}
+            rest = [p for p in self.model.parameters() if id(p) not in enc_ids]
+            mult = float(cfg.get("encoder_lr_mult", 1.0))
+            params = [{"params": [p for p in self.model.parameters() if id(p) in enc_ids], "lr": cfg["lr"] * mult},
+                      {"params": rest, "lr": cfg["lr"]}]
             name = cfg["optimizer"]
             if name == "adamw":
                 opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0))
@@ -175,9 +202,9 @@ def _lightning_module(model, loss_fn, cfg: dict[str, Any], num_classes: int, ign
             else:
                 opt = torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg.get("momentum", 0.9),
                                       weight_decay=cfg.get("weight_decay", 0.0), nesterov=True)
-            total = cfg["epochs"] * steps_per_epoch
+            total = int(cfg["max_steps"]) if cfg.get("max_steps") else cfg["epochs"] * steps_per_epoch
             if cfg.get("scheduler") == "onecycle":
-                sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=total)
+                sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in params], total_steps=total)
             else:
                 sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, total, steps_per_epoch))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
@@ -209,7 +236,7 @@ def _history_callback(out_dir: Path, rows: list[dict[str, Any]], best: dict[str,
                 "train_loss": float(np.mean(train_losses)) if train_losses else float("nan"),
                 "val_loss": float(np.mean(val_losses)) if has_val and val_losses else float("nan"),
                 "val_mIoU": miou,
-                "lr": trainer.optimizers[0].param_groups[0]["lr"],
+                "lr": trainer.optimizers[0].param_groups[-1]["lr"],  # the decoder's (base) LR
                 "epoch_time_s": time.perf_counter() - self.t0,
             }
             rows.append(row)
@@ -324,6 +351,97 @@ def _resumable(ckpt: Path, fingerprint: str) -> int | None:
     return None
 
 
+def effective_train_config(train_cfg: dict[str, Any], model_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The recipe one model trains with: the experiment's ``train`` with the model's own ``train:`` keys on top.
+
+    One protocol for every model, unless a model config (or ``model_overrides.<name>.train``) changes
+    it for that model, e.g. ``train: {freeze_epochs: 2, encoder_lr_mult: 0.1}`` for a frozen-encoder
+    fine-tune, so fine-tuning modes can be compared as separate models in one report.
+    """
+    return {**train_cfg, **(model_cfg.get("train") or {})}
+
+
+def lr_valley(lrs: list[float], losses: list[float]) -> int:
+    """Index of the suggested learning rate: fastai's ``valley`` rule for the LR range test.
+
+    Finds the longest run of decreasing losses (a longest decreasing subsequence over the sweep) and
+    returns the point two thirds of the way down it: ``start + int(len/3) + int(len/6)``, as
+    ``fastai.callback.schedule.valley`` does (fastai 2.x; Smith 2017's range test for the sweep).
+
+    Args:
+        lrs: learning rates of the sweep, increasing.
+        losses: the (smoothed) training loss at each of them; same length.
+
+    Raises:
+        ValueError: fewer than 2 points, or lengths differ.
+    """
+    n = len(losses)
+    if n < 2 or len(lrs) != n:
+        raise ValueError(f"lr_valley needs >= 2 (lr, loss) points of equal count; got {len(lrs)} and {n}")
+    lds = [1] * n
+    max_start, max_end = 0, 0
+    for i in range(1, n):
+        for j in range(i):
+            if losses[i] < losses[j] and lds[i] < lds[j] + 1:
+                lds[i] = lds[j] + 1
+            if lds[max_end] < lds[i]:
+                max_end = i
+                max_start = max_end - lds[max_end]
+    sections = (max_end - max_start) / 3
+    return max_start + int(sections) + int(sections / 2)
+
+
+def find_lr(module, trainer_kwargs: dict[str, Any], min_lr: float = 1e-7, max_lr: float = 1.0,
+            num_training: int = 100) -> dict[str, Any]:
+    """LR range test (Lightning's ``Tuner.lr_find``: exponential sweep, smoothed loss, stops when the
+    loss exceeds 4x its best) on ``module``, with fastai's valley rule (:func:`lr_valley`) for the choice.
+
+    The module is trained for at most ``num_training`` steps by a throw-away Trainer; pass a copy.
+
+    Returns:
+        ``{"suggestion": lr, "lr": [...], "loss": [...], "min_lr", "max_lr", "num_training"}``.
+
+    Raises:
+        RuntimeError: the sweep stopped before 2 points (loss diverged at once); set ``train.lr`` by hand.
+    """
+    L = _lightning()
+    from lightning.pytorch.tuner import Tuner
+
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        limit_val_batches=0, max_epochs=-1, **trainer_kwargs)
+    result = Tuner(trainer).lr_find(module, min_lr=min_lr, max_lr=max_lr, num_training=num_training, update_attr=False)
+    lrs = [float(v) for v in result.results["lr"]]
+    losses = [float(v) for v in result.results["loss"]]
+    keep = [i for i, v in enumerate(losses) if math.isfinite(v)]
+    lrs, losses = [lrs[i] for i in keep], [losses[i] for i in keep]
+    if len(lrs) < 2:
+        raise RuntimeError("train.lr=find: the LR range test diverged at once; set train.lr to a number")
+    return {"suggestion": lrs[lr_valley(lrs, losses)], "lr": lrs, "loss": losses, "min_lr": min_lr, "max_lr": max_lr,
+            "num_training": num_training}
+
+
+def _find_lr_once(out_dir: Path, fingerprint: str, model, loss_fn, train_cfg, num_classes, ignore_index, steps_per_epoch,
+                  loaders, accelerator, devices, precision) -> dict[str, Any]:
+    """``train.lr: find``: run the range test on a copy of the model, or reuse the result of this same
+    job (a resumed run must not pick another LR). Writes ``lr_find.json`` (sweep and suggestion)."""
+    path = out_dir / "lr_find.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old.get("fingerprint") == fingerprint:
+            return {k: v for k, v in old.items() if k != "fingerprint"}
+    opts = dict(train_cfg.get("lr_find") or {})
+    probe_cfg = dict(train_cfg, lr=float(opts.get("min_lr", 1e-7)), scheduler="none", warmup_epochs=0, max_steps=None)
+    probe = _lightning_module(copy.deepcopy(model), loss_fn, probe_cfg, num_classes, ignore_index, steps_per_epoch, loaders)
+    found = find_lr(probe, dict(accelerator=accelerator, devices=devices, precision=precision,
+                                gradient_clip_val=train_cfg.get("grad_clip"), default_root_dir=str(out_dir)),
+                    min_lr=float(opts.get("min_lr", 1e-7)), max_lr=float(opts.get("max_lr", 1.0)),
+                    num_training=int(opts.get("num_training", 100)))
+    print(f"segbench train: lr=find suggests {found['suggestion']:.3g} (fastai valley over {len(found['lr'])} steps)",
+          flush=True)
+    atomic_write_json(path, dict(found, fingerprint=fingerprint))
+    return found
+
+
 def train_model(dataset_json: str | Path, splits_json: str | Path, fold: int, model_cfg: dict[str, Any],
                 train_cfg: dict[str, Any], augment_cfg: dict[str, Any], out_dir: str | Path,
                 threads: int | None = None) -> dict[str, Any]:
@@ -356,6 +474,7 @@ def train_model(dataset_json: str | Path, splits_json: str | Path, fold: int, mo
     if not 0 <= fold < len(splits["folds"]):
         raise IndexError(f"{splits_json} has {len(splits['folds'])} fold(s); fold {fold} does not exist")
     train_ids, val_ids = splits["folds"][fold]["train"], splits["folds"][fold]["val"]
+    train_cfg = effective_train_config(train_cfg, model_cfg)
     num_classes = len(meta["classes"])
     ignore_index = int(meta["ignore_index"])
     seed = int(train_cfg.get("seed", 0))
@@ -363,7 +482,9 @@ def train_model(dataset_json: str | Path, splits_json: str | Path, fold: int, mo
 
     root = Path(dataset_json).parent
     size = train_cfg["image_size"]
-    train_ds = SegmentationDataset(root, meta["manifest"], train_ids, build_transform(augment_cfg, size, train=True, seed=seed))
+    make_train_ds = lambda: SegmentationDataset(  # noqa: E731
+        root, meta["manifest"], train_ids, build_transform(augment_cfg, size, train=True, seed=seed))
+    train_ds = make_train_ds()
     val_ds = SegmentationDataset(root, meta["manifest"], val_ids, build_transform(augment_cfg, size, train=False))
     bs = int(train_cfg["batch_size"])  # per process: with DDP the effective batch is batch_size x devices
     workers = int(train_cfg.get("num_workers", 0))
@@ -377,6 +498,11 @@ def train_model(dataset_json: str | Path, splits_json: str | Path, fold: int, mo
             raise ValueError(f"train.devices={n_proc} with device={train_cfg.get('device')}: pick the GPUs with "
                              "CUDA_VISIBLE_DEVICES and set device=cuda (or auto)")
         devices = n_proc
+        if int(train_cfg.get("freeze_epochs") or 0):
+            raise ValueError("train.freeze_epochs with train.devices > 1 is not supported (DDP fixes the trained "
+                             "parameters when it starts); train the frozen-encoder model on one device")
+
+    datasets = {"train": train_ds, "val": val_ds}
 
     def loaders(kind: str, world: int, rank: int):
         from torch.utils.data import DistributedSampler
@@ -386,14 +512,14 @@ def train_model(dataset_json: str | Path, splits_json: str | Path, fold: int, mo
             if world > 1:
                 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 
-                sampler = UnrepeatedDistributedSampler(val_ds, num_replicas=world, rank=rank, shuffle=False)
-            return torch.utils.data.DataLoader(val_ds, batch_size=bs, shuffle=False, sampler=sampler, num_workers=workers)
+                sampler = UnrepeatedDistributedSampler(datasets["val"], num_replicas=world, rank=rank, shuffle=False)
+            return torch.utils.data.DataLoader(datasets["val"], batch_size=bs, shuffle=False, sampler=sampler, num_workers=workers)
         # workers are restarted every epoch (not persistent): each epoch's worker seeds then follow from the
         # loader generator alone, so a run resumed at an epoch boundary draws the same augmentations
         drop_last = len(train_ds) > bs * world  # as `drop` below, for the number of steps
-        sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=seed,
+        sampler = DistributedSampler(datasets["train"], num_replicas=world, rank=rank, shuffle=True, seed=seed,
                                      drop_last=drop_last) if world > 1 else None
-        return torch.utils.data.DataLoader(train_ds, batch_size=bs, shuffle=sampler is None, sampler=sampler,
+        return torch.utils.data.DataLoader(datasets["train"], batch_size=bs, shuffle=sampler is None, sampler=sampler,
                                            drop_last=drop_last, num_workers=workers, generator=gen,
                                            persistent_workers=False, worker_init_fn=seed_worker if workers > 0 else None)
 
@@ -404,8 +530,8 @@ def train_model(dataset_json: str | Path, splits_json: str | Path, fold: int, mo
 
     model = create_model(num_classes=num_classes, **model_cfg)
     set_bn_momentum(model, train_cfg.get("bn_momentum", 0.1))
-    loss_fn = build_loss(train_cfg["loss"], ignore_index=ignore_index)
-    module = _lightning_module(model, loss_fn, train_cfg, num_classes, ignore_index, steps_per_epoch, loaders)
+    class_weights = resolve_class_weights(train_cfg.get("class_weights"), root, meta, train_ids)
+    loss_fn = build_loss(train_cfg["loss"], ignore_index=ignore_index, class_weights=class_weights)
     precision = train_cfg.get("precision", "auto")
     if precision == "auto":
         precision = "16-mixed" if accelerator == "gpu" else "32-true"
@@ -422,12 +548,29 @@ def train_model(dataset_json: str | Path, splits_json: str | Path, fold: int, mo
     # Lightning picks RichProgressBar when `rich` is installed, which prints nothing into a pipe (the
     # workflow's `| tee` log); tqdm's bar works in both a terminal and a log file.
     progress = L.pytorch.callbacks.TQDMProgressBar(refresh_rate=1 if sys.stdout.isatty() else 10)
+    lr_found = None
+    if train_cfg["lr"] == "find":
+        lr_found = _find_lr_once(out_dir, fingerprint, model, loss_fn, train_cfg, num_classes, ignore_index,
+                                 steps_per_epoch, loaders, accelerator, devices if n_proc == 1 else 1, precision)
+        train_cfg = dict(train_cfg, lr=lr_found["suggestion"])
+        # the range test drew batches and augmentations: start training from the seeds, as with a fixed LR
+        L.seed_everything(seed, workers=True, verbose=False)
+        gen.manual_seed(seed)
+        train_ds = datasets["train"] = make_train_ds()
+    module = _lightning_module(model, loss_fn, train_cfg, num_classes, ignore_index, steps_per_epoch, loaders)
+    max_steps = int(train_cfg.get("max_steps") or 0)
+    callbacks = [_history_callback(out_dir, rows, best, has_val=len(val_ids) > 0), progress,
+                 _resume_callback(fingerprint, rows, best, gen, train_ds.transform, ckpt_dir / "last.ckpt")]
+    patience = train_cfg.get("early_stopping_patience")
+    if patience is not None and val_ids:
+        # stop when the validation mIoU has not improved for `patience` validations (Lightning's EarlyStopping;
+        # its state is in last.ckpt, so a resumed run stops where an uninterrupted one would)
+        callbacks.append(L.pytorch.callbacks.EarlyStopping(monitor="val_mIoU", mode="max", patience=int(patience),
+                                                           min_delta=float(train_cfg.get("early_stopping_min_delta", 0.0))))
     trainer = L.Trainer(
-        max_epochs=int(train_cfg["epochs"]), accelerator=accelerator, devices=devices, precision=precision,
+        max_epochs=-1 if max_steps else int(train_cfg["epochs"]), max_steps=max_steps or -1, accelerator=accelerator, devices=devices, precision=precision,
         gradient_clip_val=train_cfg.get("grad_clip"), logger=False, num_sanity_val_steps=0,
-        callbacks=[_history_callback(out_dir, rows, best, has_val=len(val_ids) > 0), progress,
-                   _resume_callback(fingerprint, rows, best, gen, train_ds.transform, ckpt_dir / "last.ckpt")],
-        enable_checkpointing=False,
+        callbacks=callbacks, enable_checkpointing=False,
         limit_val_batches=1.0 if val_ids else 0, deterministic="warn", enable_model_summary=False,
         # several processes: DDP (Lightning launches the other processes by rerunning this command; on
         # CPU they talk through gloo); segbench's own samplers are used (see the module's loaders)
@@ -442,9 +585,12 @@ def train_model(dataset_json: str | Path, splits_json: str | Path, fold: int, mo
 
     from safetensors.torch import save_file
 
-    state = best.get("state") or {k: v.detach().cpu() for k, v in module.model.state_dict().items()}
-    with atomic_path(out_dir / "model.safetensors") as tmp:
+    last = {k: v.detach().cpu() for k, v in module.model.state_dict().items()}
+    state = best.get("state") or last
+    with atomic_path(out_dir / "model.safetensors") as tmp:  # the best epoch on validation mIoU
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+    with atomic_path(out_dir / "last.safetensors") as tmp:  # the last epoch
+        save_file({k: v.contiguous() for k, v in last.items()}, str(tmp))
     atomic_write_json(out_dir / "model.json", {
         "model": copy.deepcopy(model_cfg),
         "num_classes": num_classes,
@@ -468,6 +614,15 @@ def train_model(dataset_json: str | Path, splits_json: str | Path, fold: int, mo
         "val_images": len(val_ids),
         "wall_time_s": wall,
         "resumed_after_epoch": resume_epochs,
+        "stopped_early": bool(patience is not None and val_ids and len(rows) < int(train_cfg["epochs"]) and not max_steps),
+        "optimizer_steps": int(trainer.global_step),
+        "lr": float(train_cfg["lr"]),
+        "lr_find": lr_found,
+        "encoder_lr_mult": float(train_cfg.get("encoder_lr_mult", 1.0)),
+        "freeze_epochs": int(train_cfg.get("freeze_epochs") or 0),
+        "encoder_weights": model_cfg.get("encoder_weights"),
+        "init_checkpoint": getattr(model, "init_report", None),
+        "class_weights": None if class_weights is None else [float(w) for w in class_weights],
         "epoch_time_s_median": float(np.median(epoch_times)) if epoch_times else None,
         "device": f"{accelerator}:{devices}",
         "processes": trainer.world_size,

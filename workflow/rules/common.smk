@@ -72,3 +72,12 @@ SEGBENCH_ENV = "../envs/segbench.yaml"
 wildcard_constraints:
     model=r"[A-Za-z0-9_.-]+",
     fold=r"\d+",
+
+
+def init_checkpoint_input(model):
+    """The trained-weights file a model starts from (``init_checkpoint``; a folder means its
+    model.safetensors), as an input of its training job, or nothing."""
+    path = CFG["model"][model].get("init_checkpoint")
+    if not path:
+        return []
+    return [os.path.join(path, "model.safetensors") if os.path.isdir(path) or not path.endswith(".safetensors") else path]

@@ -6,8 +6,11 @@ rule train:
         model=f"{CONF}/models/{{model}}.json",
         train=f"{CONF}/train.json",
         augment=f"{CONF}/augment.json",
+        # a model that starts from another run's trained weights depends on their content
+        init=lambda w: init_checkpoint_input(w.model),
     output:
         weights=f"{RES}/models/{{model}}/fold{{fold}}/model.safetensors",
+        last=f"{RES}/models/{{model}}/fold{{fold}}/last.safetensors",
         info=f"{RES}/models/{{model}}/fold{{fold}}/model.json",
         history=f"{RES}/models/{{model}}/fold{{fold}}/history.csv",
         meta=f"{RES}/models/{{model}}/fold{{fold}}/train_meta.json",

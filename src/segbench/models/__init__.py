@@ -20,9 +20,14 @@ from typing import Any
 # Hugging Face cache. Set before any backend imports huggingface_hub (which reads it at import).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from .base import SegmentationModel, load_encoder_weights
+from .base import SegmentationModel, load_encoder_weights, load_model_checkpoint
 
-__all__ = ["BACKENDS", "create_model", "SegmentationModel", "load_encoder_weights", "count_parameters"]
+__all__ = ["BACKENDS", "create_model", "SegmentationModel", "load_encoder_weights", "count_parameters",
+           "model_configs", "architecture_config", "TRAINING_KEYS"]
+
+#: model-config keys that say how a model starts or trains, not what it is: inference rebuilds the
+#: architecture without them and then loads the trained weights.
+TRAINING_KEYS = ("encoder_weights", "init_checkpoint", "train", "name")
 
 #: library name -> module (under segbench.models) with a ``build(num_classes, **cfg)`` function.
 BACKENDS: dict[str, str] = {
@@ -32,24 +37,55 @@ BACKENDS: dict[str, str] = {
 }
 
 
+def model_configs() -> dict[str, dict[str, Any]]:
+    """The model zoo: ``{name: config}`` of every ``config/model/<name>.yaml`` (one file per model)."""
+    import yaml
+
+    from .. import paths
+
+    return {p.stem: yaml.safe_load(p.read_text()) for p in sorted((paths.config_dir() / "model").glob("*.yaml"))}
+
+
+def architecture_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A model config without :data:`TRAINING_KEYS`: what rebuilds the same network for inference."""
+    return {k: v for k, v in cfg.items() if k not in TRAINING_KEYS}
+
+
 def create_model(library: str, num_classes: int, **cfg: Any) -> SegmentationModel:
-    """Build a model of ``library`` with ``num_classes`` outputs from its config keys.
+    """Build a model with ``num_classes`` outputs, from a library and its keys or from a zoo name.
 
     Args:
-        library: one of :data:`BACKENDS` (``smp``, ``torchvision``, ``mmseg``).
+        library: one of :data:`BACKENDS` (``smp``, ``torchvision``, ``mmseg``) followed by that
+            backend's keys in ``cfg``; or the name of a model config (``config/model/<name>.yaml``,
+            e.g. ``smp_unet_r18``), whose keys ``cfg`` then overrides.
         num_classes: number of output channels ``C``.
-        **cfg: the model config (``config/model/<name>.yaml`` without ``library``); ``name`` is ignored.
+        **cfg: the model config without ``library``: backend keys (``arch``, ``encoder``, ``config``
+            ...), ``encoder_weights`` (None, a local file, or a weights name found offline),
+            ``init_checkpoint`` (trained weights of another segbench run, see
+            :func:`segbench.models.base.load_model_checkpoint`); ``name`` and ``train`` are ignored.
+
+    Returns:
+        A :class:`SegmentationModel`: ``float32[N, 3, H, W] -> float32[N, C, H, W]``.
 
     Raises:
-        KeyError: unknown library (the message lists the valid ones).
+        KeyError: neither a library nor a model name (the message lists both).
         ValueError: unknown architecture/encoder/config for that library (lists valid names).
-        FileNotFoundError: ``encoder_weights`` names a file or cached weights that are not there.
+        FileNotFoundError: ``encoder_weights``/``init_checkpoint`` are not there (says where to put them).
     """
     if library not in BACKENDS:
-        raise KeyError(f"unknown model library '{library}'; valid: {', '.join(BACKENDS)}")
-    cfg = {k: v for k, v in cfg.items() if k not in ("name", "library")}
+        zoo = model_configs()
+        if library not in zoo:
+            raise KeyError(f"unknown model library or model name '{library}'; libraries: {', '.join(BACKENDS)}; "
+                           f"models: {', '.join(zoo)}")
+        cfg = {**zoo[library], **cfg}
+        library = cfg.pop("library")
+    init = cfg.get("init_checkpoint")
+    cfg = {k: v for k, v in cfg.items() if k not in ("name", "library", "train", "init_checkpoint")}
     backend = importlib.import_module(BACKENDS[library])
-    return backend.build(num_classes=num_classes, **cfg)
+    model = backend.build(num_classes=num_classes, **cfg)
+    if init:
+        model.init_report = load_model_checkpoint(model, init)
+    return model
 
 
 def count_parameters(model: Any) -> int:

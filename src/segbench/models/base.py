@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["SegmentationModel", "load_encoder_weights", "load_state_dict_file"]
+__all__ = ["SegmentationModel", "load_encoder_weights", "load_state_dict_file", "load_model_checkpoint"]
 
 
 class SegmentationModel(nn.Module):
@@ -63,27 +64,89 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_encoder_weights(encoder: nn.Module, path: str | Path, prefixes=("encoder.", "backbone.", "module.")) -> dict[str, int]:
-    """Load a local weights file into ``encoder``, matching keys after stripping common prefixes.
+def load_encoder_weights(encoder: nn.Module, path: str | Path, prefixes=("encoder.", "backbone.", "module.", "model."),
+                         mapping=None, unused=None) -> dict[str, int]:
+    """Load a local weights file into ``encoder``: every tensor of the encoder must be filled.
+
+    Keys are matched after stripping common prefixes (``encoder.``, ``backbone.``, ``module.``,
+    ``model.``), and also against ``encoder.model`` (SMP's ``tu-`` timm encoders wrap the timm
+    network there), so a file saved from the encoder, from a whole model or from the timm/torchvision
+    classification network all load. ``mapping`` renames keys first (another implementation's layout,
+    see :mod:`segbench.models.weights`); then the load is strict: with ``unused`` (a regex of the
+    classification head) nothing else may be left over; without it, left-over tensors (a classifier)
+    are counted and named in the returned ``unused_examples``.
 
     Returns:
-        ``{"loaded": n, "missing": n, "unexpected": n}``.
+        ``{"loaded": n, "unused": n}``.
 
     Raises:
-        FileNotFoundError: no such file.
-        ValueError: no key of the file matches the encoder (wrong file for this encoder).
+        FileNotFoundError: no such file (the message says where to put it).
+        ValueError: a tensor of the encoder is not in the file, or has another shape (wrong file for
+            this encoder); the message names the first ones.
     """
+    from .weights import load_state_dict_strict
+
     state = load_state_dict_file(path)
-    own = encoder.state_dict()
-    matched = {}
-    for k, v in state.items():
-        key = k
-        for p in prefixes:
-            if key.startswith(p) and key[len(p):] in own:
-                key = key[len(p):]
-        if key in own and own[key].shape == v.shape:
-            matched[key] = v
-    if not matched:
-        raise ValueError(f"no tensor in {path} matches this encoder's parameters (e.g. {next(iter(own))}); is it the right file?")
-    encoder.load_state_dict(matched, strict=False)
-    return {"loaded": len(matched), "missing": len(own) - len(matched), "unexpected": len(state) - len(matched)}
+    if mapping is not None:
+        state = mapping(state)
+    targets = [encoder]
+    if isinstance(getattr(encoder, "model", None), nn.Module):
+        targets.append(encoder.model)
+    best = None
+    for target in targets:
+        own = target.state_dict()
+        renamed = {}
+        for k, v in state.items():
+            key = k
+            changed = True
+            while changed:  # strip nested prefixes (module.encoder.model.x)
+                changed = False
+                for p in prefixes:
+                    if key.startswith(p) and key not in own:
+                        key, changed = key[len(p):], True
+            renamed[key] = v
+        hits = sum(1 for k in own if k in renamed and renamed[k].shape == own[k].shape)
+        if best is None or hits > best[0]:
+            best = (hits, target, renamed)
+    hits, target, renamed = best
+    if hits == 0:
+        raise ValueError(f"no tensor in {path} matches this encoder's parameters (e.g. {next(iter(target.state_dict()))}); "
+                         "is it the right file for this encoder?")
+    if unused is None:
+        own = target.state_dict()
+        extra = [k for k in renamed if k not in own]
+        renamed = {k: v for k, v in renamed.items() if k in own}
+        info = load_state_dict_strict(target, renamed, str(path))
+        return dict(info, unused=len(extra), unused_examples=extra[:5])
+    return load_state_dict_strict(target, renamed, str(path), unused=unused)
+
+
+def load_model_checkpoint(model: nn.Module, path: str | Path) -> dict[str, Any]:
+    """Start a model from another segbench run's trained weights (``init_checkpoint``).
+
+    ``path``: a ``model.safetensors`` file, or a folder holding one (``results/<exp>/best``,
+    ``results/<exp>/models/<model>/fold<k>``). Every tensor whose name and shape match is copied; the
+    ones that differ, typically the classifier when the class count changed (CamVid's 11 classes,
+    the grape photos' 2), keep their fresh initialisation and are listed in the result.
+
+    Returns:
+        ``{"loaded": n, "reinitialised": [names], "source": path}``.
+
+    Raises:
+        FileNotFoundError: neither the file nor a ``model.safetensors`` in the folder exists.
+        ValueError: fewer than half of the model's tensors match (another architecture).
+    """
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / "model.safetensors"
+    if not p.is_file():
+        raise FileNotFoundError(f"init_checkpoint {p} not found: run the experiment that trains it first "
+                                "(its models/<model>/fold<k>/model.safetensors or best/model.safetensors), or fix the path")
+    state = load_state_dict_file(p)
+    own = model.state_dict()
+    take = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if len(take) < len(own) / 2:
+        raise ValueError(f"init_checkpoint {p} matches only {len(take)} of {len(own)} tensors of this model: "
+                         "it was trained with another architecture or encoder; use the same model config")
+    model.load_state_dict(take, strict=False)
+    return {"loaded": len(take), "reinitialised": sorted(k for k in own if k not in take), "source": str(p)}
