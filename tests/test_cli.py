@@ -21,14 +21,23 @@ def test_config_error_exit_code_and_message(capsys):
 
 
 def test_models_lists_library_name_and_parameters():
-    out = subprocess.run([sys.executable, "-m", "segbench.cli", "models"], capture_output=True, text=True, timeout=600)
+    """The zoo as `segbench models` shows it: >= 12 SMP architectures, the 3 torchvision families and
+    >= 15 MMSegmentation configs, each one built here (--strict: a config that does not build fails)."""
+    out = subprocess.run([sys.executable, "-m", "segbench.cli", "models", "--strict"], capture_output=True, text=True,
+                         timeout=900)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
-    libs = {line.split()[0] for line in lines}
-    assert {"smp", "torchvision", "mmseg"} <= libs
-    unet = next(line for line in lines if "smp_unet_r18" in line)
-    assert unet.split()[0] == "smp" and "M parameters" in unet
-    assert float(unet.split()[2].rstrip("M")) > 10  # Unet(resnet18): 14.3M
+    by_lib = {}
+    for line in lines:
+        lib, name, params = line.split()[:3]
+        assert params.endswith("M") and float(params[:-1]) > 0
+        by_lib.setdefault(lib, []).append(line)
+    assert set(by_lib) == {"smp", "torchvision", "mmseg"}
+    assert len({line.split()[3] for line in by_lib["smp"]}) >= 12  # architecture names
+    assert {line.split()[3].split("_")[0] for line in by_lib["torchvision"]} == {"fcn", "deeplabv3", "lraspp"}
+    assert len(by_lib["mmseg"]) >= 15
+    unet = next(line for line in lines if line.split()[1] == "smp_unet_r18")
+    assert unet.split()[0] == "smp" and 14.0 < float(unet.split()[2].rstrip("M")) < 14.5  # Unet(resnet18): 14.33M
 
 
 def test_convert_reports_missing_root(tmp_path, capsys):

@@ -94,17 +94,32 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from . import config
-    from .models import count_parameters, create_model
+    """One line per model config that builds here: library, name, parameters, what it is. A config that
+    does not build (a compiled mmcv op, a missing package) goes to stderr with the reason."""
+    import warnings
 
-    for name in config.available("model"):
-        cfg = yaml.safe_load((config.paths.config_dir() / "model" / f"{name}.yaml").read_text())
+    from .models import architecture_config, count_parameters, create_model, model_configs
+
+    warnings.filterwarnings("ignore")
+    broken = 0
+    for name, cfg in model_configs().items():
+        if args.library and cfg.get("library") not in args.library:
+            continue
+        what = cfg.get("config") or " / ".join(str(cfg[k]) for k in ("arch", "encoder") if cfg.get(k))
+        start = []
+        if cfg.get("encoder_weights"):
+            start.append(f"encoder_weights={cfg['encoder_weights']}")
+        if (cfg.get("train") or {}).get("freeze_epochs"):
+            start.append(f"freeze_epochs={cfg['train']['freeze_epochs']}")
         try:
-            n = count_parameters(create_model(num_classes=args.num_classes, **cfg))
-            print(f"{cfg['library']:<12} {name:<24} {n / 1e6:7.2f}M parameters ({args.num_classes} classes)")
+            n = count_parameters(create_model(num_classes=args.num_classes, **architecture_config(cfg)))
         except Exception as err:  # one broken config must not hide the others
-            print(f"{cfg.get('library', '?'):<12} {name:<24} unavailable: {err}")
-    return 0
+            broken += 1
+            print(f"{cfg.get('library', '?'):<12} {name:<26} unavailable: {type(err).__name__}: {err}", file=sys.stderr)
+            continue
+        print(f"{cfg['library']:<12} {name:<26} {n / 1e6:7.2f}M  {what}{'  (' + ', '.join(start) + ')' if start else ''}",
+              flush=True)
+    return 1 if broken and args.strict else 0
 
 
 def _cmd_import_raw(args):
@@ -290,8 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("overrides", nargs="*")
     c.set_defaults(fn=_cmd_config)
 
-    m = sub.add_parser("models", help="list the model configs: library, name, parameter count")
-    m.add_argument("--num-classes", type=int, default=11)
+    m = sub.add_parser("models", help="list the model configs (config/model/): library, name, parameter count")
+    m.add_argument("--num-classes", type=int, default=11, help="output classes the parameter count assumes")
+    m.add_argument("--library", nargs="+", choices=["smp", "torchvision", "mmseg"], help="only these libraries")
+    m.add_argument("--strict", action="store_true", help="exit 1 when a config does not build")
     m.set_defaults(fn=_cmd_models)
 
     s = sub.add_parser("predict", help="segment images with a trained model: index masks and overlays")

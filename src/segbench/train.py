@@ -174,10 +174,9 @@ def _lightning_module(model, loss_fn, cfg: dict[str, Any], num_classes: int, ign
             frozen = self.current_epoch < freeze_epochs
             for p in self.model.encoder.parameters():
                 p.requires_grad_(not frozen)
-            if frozen:
-                for m in self.model.encoder.modules():
-                    if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                        m.eval()
+            for m in self.model.encoder.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.train(self.model.training and not frozen)
 
         def on_train_epoch_start(self):
             if freeze_epochs:
@@ -550,13 +549,20 @@ def train_model(dataset_json: str | Path, splits_json: str | Path, fold: int, mo
     progress = L.pytorch.callbacks.TQDMProgressBar(refresh_rate=1 if sys.stdout.isatty() else 10)
     lr_found = None
     if train_cfg["lr"] == "find":
+        # the range test draws batches, augmentations and dropout: put every RNG back afterwards, so training
+        # is exactly the run with train.lr=<the suggestion>
+        rng = (random.getstate(), np.random.get_state(), torch.get_rng_state(), gen.get_state(),
+               torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
         lr_found = _find_lr_once(out_dir, fingerprint, model, loss_fn, train_cfg, num_classes, ignore_index,
                                  steps_per_epoch, loaders, accelerator, devices if n_proc == 1 else 1, precision)
         train_cfg = dict(train_cfg, lr=lr_found["suggestion"])
-        # the range test drew batches and augmentations: start training from the seeds, as with a fixed LR
-        L.seed_everything(seed, workers=True, verbose=False)
-        gen.manual_seed(seed)
-        train_ds = datasets["train"] = make_train_ds()
+        random.setstate(rng[0])
+        np.random.set_state(rng[1])
+        torch.set_rng_state(rng[2])
+        gen.set_state(rng[3])
+        if rng[4] is not None:
+            torch.cuda.set_rng_state_all(rng[4])
+        train_ds = datasets["train"] = make_train_ds()  # albumentations' generators start afresh too
     module = _lightning_module(model, loss_fn, train_cfg, num_classes, ignore_index, steps_per_epoch, loaders)
     max_steps = int(train_cfg.get("max_steps") or 0)
     callbacks = [_history_callback(out_dir, rows, best, has_val=len(val_ids) > 0), progress,

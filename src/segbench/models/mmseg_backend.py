@@ -10,7 +10,11 @@ from a path. segbench then:
   ``encoder_weights`` loads a local backbone checkpoint instead;
 * converts SyncBN to BN (``mmengine.model.revert_sync_batchnorm``) so it runs on one CPU/GPU;
 * calls the model with ``mode='tensor'`` (``EncoderDecoder._forward``): decode-head logits at
-  1/4 or 1/8 of the input, resized bilinearly to the input size.
+  1/4 or 1/8 of the input, resized bilinearly to the input size. Heads that return several maps in
+  training mode (DANet's PAM/CAM branches, PIDNet's P/I/D branches, DDRNet's auxiliary map) are
+  trained on the map they predict with (:data:`MAIN_OUTPUT`): one loss on the final logits for every
+  model is the protocol; their extra supervision is dropped like ``auxiliary_head``. (Under DDP the
+  unused branches need ``find_unused_parameters``; train these on one device.)
 
 Compiled mmcv ops are absent with mmcv-lite (see segbench/_compat.py): a model that calls one
 raises ``CompiledOpUnavailable`` naming the op.
@@ -60,8 +64,16 @@ def _strip_urls(node: Any) -> Any:
     return node
 
 
+#: decode heads that return several logit maps in training mode (deep supervision by design) -> the index
+#: of the one they return at inference. segbench trains that one, as it drops ``auxiliary_head``.
+MAIN_OUTPUT = {"DAHead": 0, "PIDHead": 1, "DDRHead": 0}
+
+
 def _tensor_forward(net, x):
-    return net(x, mode="tensor")
+    out = net(x, mode="tensor")
+    if isinstance(out, (tuple, list)):
+        out = out[MAIN_OUTPUT.get(type(net.decode_head).__name__, 0)]
+    return out
 
 
 def build(num_classes: int, config: str, encoder_weights: str | None = None, **kwargs: Any) -> SegmentationModel:
