@@ -78,3 +78,19 @@ def test_mmseg_config_that_needs_a_compiled_op_fails_with_a_clear_message(config
     with pytest.raises(_compat.CompiledOpUnavailable, match=f"{op}.*mmcv-lite.*segbench models"):
         m = create_model("mmseg", num_classes=3, config=config)
         m(torch.randn(2, 3, 64, 64)).mean().backward()
+
+
+@pytest.mark.parametrize("config,message", [
+    ("maskformer/maskformer_r101-d32_8xb2-160k_ade20k-512x512.py", "need mmdet"),
+    ("mask2former/mask2former_r101_8xb2-160k_ade20k-512x512.py", "mmdet is not installed"),
+    ("poolformer/fpn_poolformer_m36_8xb4-40k_ade20k-512x512.py", "mmpretrain is not installed"),
+    ("point_rend/pointrend_r101_4xb2-80k_cityscapes-512x1024.py", "PointRend"),
+    ("san/san-vit-b16_coco-stuff164k-640x640.py", "MultimodalEncoderDecoder; segbench supports EncoderDecoder"),
+])
+def test_mmseg_configs_that_cannot_work_here_say_why(config, message):
+    import importlib.util
+
+    if any(importlib.util.find_spec(p) for p in ("mmdet", "mmpretrain")):
+        pytest.skip("mmdet or mmpretrain is installed")
+    with pytest.raises(ValueError, match=message):
+        create_model("mmseg", num_classes=3, config=config)

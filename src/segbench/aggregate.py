@@ -3,7 +3,7 @@
 Outputs in ``results/<experiment>/``:
 
 * ``summary.csv`` / ``summary.json``: one row per candidate (models and ensembles), the selectable
-  ones first in validation order: ``rank, model, library, architecture, parameters, folds, val_mIoU,
+  ones first in validation order: ``rank, model, library, architecture, start, parameters, folds, val_mIoU,
   mIoU, mIoU_std, mDice, mAcc, aAcc, fwIoU, mBoundaryIoU, mIoU_ci_low, mIoU_ci_high, mIoU_image_avg,
   time_ms_median, time_ms_p95, peak_gpu_memory_mib, peak_memory_mb, epoch_time_s, train_time_s,
   val_score, selectable, violations, pareto``. ``val_mIoU``/``val_score`` come from the validation
@@ -40,6 +40,20 @@ N_BOOTSTRAP = 2000
 
 __all__ = ["aggregate", "majority_baseline", "merge_timing"]
 
+
+
+def describe_start(mcfg: dict[str, Any]) -> str:
+    """How a model starts training, in words (the report compares fine-tuning modes as models):
+    ``scratch``, ``imagenet``, ``imagenet, encoder frozen 2 ep, encoder LR x0.1``, ``from <checkpoint>``."""
+    if mcfg.get("library") == "ensemble":
+        return ""
+    parts = [f"from {mcfg['init_checkpoint']}" if mcfg.get("init_checkpoint") else str(mcfg.get("encoder_weights") or "scratch")]
+    train = mcfg.get("train") or {}
+    if train.get("freeze_epochs"):
+        parts.append(f"encoder frozen {train['freeze_epochs']} ep")
+    if train.get("encoder_lr_mult", 1.0) != 1.0:
+        parts.append(f"encoder LR x{train['encoder_lr_mult']:g}")
+    return ", ".join(parts)
 
 def majority_baseline(validation: dict[str, Any], splits: dict[str, Any], classes: list[str]) -> dict[str, Any]:
     """Metrics of predicting the most frequent training class on every test pixel.
@@ -144,6 +158,7 @@ def aggregate(experiment_dir: str | Path, models: dict[str, dict[str, Any]], n_f
             "model": name,
             "library": mcfg["library"],
             "architecture": arch,
+            "start": describe_start(mcfg),
             "parameters": params,
             "folds": n_folds,
             "val_mIoU": float(metrics_from_confusion(val_cm)["mIoU"]) if val_cm is not None else float("nan"),

@@ -142,7 +142,7 @@ def render_report(experiment_dir: str | Path, dataset_dir: str | Path, report_cf
 
     # summary table
     df["selectable"] = df.get("selectable", True)
-    cols = ["rank", "model", "library", "architecture", "parameters", "val_score", "mIoU", "mIoU_std", "mDice", "mAcc", "aAcc",
+    cols = ["rank", "model", "library", "architecture", "start", "parameters", "val_score", "mIoU", "mIoU_std", "mDice", "mAcc", "aAcc",
             "fwIoU", "mBoundaryIoU", "mIoU_image_avg", "time_ms_median", "time_ms_p95", "peak_memory_mb", "epoch_time_s",
             "violations"]
     if "mIoU_ci_low" in df.columns:

@@ -497,6 +497,9 @@ def train_model(dataset_json: str | Path, splits_json: str | Path, fold: int, mo
             raise ValueError(f"train.devices={n_proc} with device={train_cfg.get('device')}: pick the GPUs with "
                              "CUDA_VISIBLE_DEVICES and set device=cuda (or auto)")
         devices = n_proc
+        if train_cfg["lr"] == "find":
+            raise ValueError("train.lr=find with train.devices > 1 is not supported: find the LR with devices=1 "
+                             "(its lr_find.json / train_meta.json give it) and set train.lr to that number")
         if int(train_cfg.get("freeze_epochs") or 0):
             raise ValueError("train.freeze_epochs with train.devices > 1 is not supported (DDP fixes the trained "
                              "parameters when it starts); train the frozen-encoder model on one device")
@@ -554,7 +557,7 @@ def train_model(dataset_json: str | Path, splits_json: str | Path, fold: int, mo
         rng = (random.getstate(), np.random.get_state(), torch.get_rng_state(), gen.get_state(),
                torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
         lr_found = _find_lr_once(out_dir, fingerprint, model, loss_fn, train_cfg, num_classes, ignore_index,
-                                 steps_per_epoch, loaders, accelerator, devices if n_proc == 1 else 1, precision)
+                                 steps_per_epoch, loaders, accelerator, devices, precision)
         train_cfg = dict(train_cfg, lr=lr_found["suggestion"])
         random.setstate(rng[0])
         np.random.set_state(rng[1])
