@@ -246,3 +246,18 @@ def test_grapes_labelme_through_the_workflow(tmp_path):
     summary = pd.read_csv(tmp_path / "results/grapes_e2e/summary.csv")
     assert summary["model"].tolist() == ["smp_unet_r18"] and summary["mIoU"].between(0, 1).all()
     assert "grape" in (tmp_path / "results/grapes_e2e/report/index.html").read_text()
+
+
+def test_init_checkpoint_is_an_input_of_the_training_job(tmp_path, camvid_subset):
+    """A model started from another run's weights depends on that file: missing, the DAG says which file."""
+    start = tmp_path / "other_run" / "models" / "m" / "fold0"
+    overrides = [f"dataset.root={camvid_subset}", "models=[tv_lraspp_mbv3]", "name=e2e_init",
+                 f"+model_overrides.tv_lraspp_mbv3.init_checkpoint={start}"]
+    r = _run(SEGBENCH + ["run", *overrides, "--workdir", str(tmp_path), "--cores", "1", "--dry-run"], REPO)
+    assert r.returncode != 0 and "MissingInputException" in r.stdout + r.stderr
+    assert str(start / "model.safetensors") in r.stdout + r.stderr
+    start.mkdir(parents=True)
+    (start / "model.safetensors").write_bytes(b"weights")
+    r = _run(SEGBENCH + ["run", *overrides, "--workdir", str(tmp_path), "--cores", "1", "--dry-run"], REPO)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "train" in r.stdout

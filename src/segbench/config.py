@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from . import paths
 
-__all__ = ["ConfigError", "compose", "resolve", "validate", "job_configs", "available"]
+__all__ = ["ConfigError", "compose", "resolve", "validate", "job_configs", "available", "init_checkpoint_file"]
 
 
 class ConfigError(ValueError):
@@ -148,6 +148,15 @@ def job_configs(cfg: dict[str, Any]) -> dict[str, Any]:
         "select": dict(cfg["select"], seed=cfg["seed"]),
         "models": {name: dict(m, name=name) for name, m in cfg["model"].items()},
     }
+
+
+def init_checkpoint_file(model_cfg: dict[str, Any]) -> list[str]:
+    """The trained-weights file a model starts from (its ``init_checkpoint``; a folder means the
+    ``model.safetensors`` in it), as a list for a workflow input: ``[]`` when it starts otherwise."""
+    path = model_cfg.get("init_checkpoint")
+    if not path:
+        return []
+    return [str(path) if str(path).endswith(".safetensors") else str(Path(path) / "model.safetensors")]
 
 
 def dump_json(obj: Any) -> str:

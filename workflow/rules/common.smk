@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from segbench import config as sb_config
+from segbench.config import init_checkpoint_file
 from segbench.data.convert import ensure_raw, list_sources
 from segbench.io import write_if_changed
 from segbench.provenance import STEPS, code_fingerprint, default_output_cache
@@ -73,11 +74,3 @@ wildcard_constraints:
     model=r"[A-Za-z0-9_.-]+",
     fold=r"\d+",
 
-
-def init_checkpoint_input(model):
-    """The trained-weights file a model starts from (``init_checkpoint``; a folder means its
-    model.safetensors), as an input of its training job, or nothing."""
-    path = CFG["model"][model].get("init_checkpoint")
-    if not path:
-        return []
-    return [os.path.join(path, "model.safetensors") if os.path.isdir(path) or not path.endswith(".safetensors") else path]

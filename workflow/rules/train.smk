@@ -7,7 +7,7 @@ rule train:
         train=f"{CONF}/train.json",
         augment=f"{CONF}/augment.json",
         # a model that starts from another run's trained weights depends on their content
-        init=lambda w: init_checkpoint_input(w.model),
+        init=lambda w: init_checkpoint_file(CFG["model"].get(w.model, {})),
     output:
         weights=f"{RES}/models/{{model}}/fold{{fold}}/model.safetensors",
         last=f"{RES}/models/{{model}}/fold{{fold}}/last.safetensors",
