@@ -68,8 +68,23 @@ def test_mapping_rejects_a_foreign_file_and_loading_is_strict(tmp_path):
                      encoder_weights=str(tmp_path / "partial.safetensors"))
 
 
+def test_a_changed_start_file_is_another_job_for_resume(tmp_path, processed):
+    from segbench.train import _fingerprint
+
+    (tmp_path / "start").mkdir()
+    (tmp_path / "start" / "model.safetensors").write_bytes(b"a")
+    cfg = {"library": "smp", "init_checkpoint": str(tmp_path / "start")}
+    before = _fingerprint(processed, ["x"], [], cfg, {}, {})
+    assert _fingerprint(processed, ["x"], [], cfg, {}, {}) == before
+    (tmp_path / "start" / "model.safetensors").write_bytes(b"b")  # same path, other weights
+    assert _fingerprint(processed, ["x"], [], cfg, {}, {}) != before
+
+
 def test_named_weights_come_from_the_cache_folder_or_say_where_to_put_them(tmp_path, monkeypatch):
     monkeypatch.setenv("SEGBENCH_WEIGHTS_DIR", str(tmp_path / "cache"))
+    # the packaged TF-ported Lite0 file is offered only to the TF-padding architecture it was trained in
+    with pytest.raises(FileNotFoundError, match="tu-efficientnet_lite0"):
+        create_model("smp", num_classes=2, arch="FPN", encoder="tu-efficientnet_lite0", encoder_weights="imagenet")
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "cache" / "resnet18" / "lab.safetensors")):
         create_model("smp", num_classes=2, arch="FPN", encoder="resnet18", encoder_weights="lab")
     src = create_model("smp", num_classes=2, arch="FPN", encoder="resnet18")

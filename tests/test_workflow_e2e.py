@@ -249,15 +249,20 @@ def test_grapes_labelme_through_the_workflow(tmp_path):
 
 
 def test_init_checkpoint_is_an_input_of_the_training_job(tmp_path, camvid_subset):
-    """A model started from another run's weights depends on that file: missing, the DAG says which file."""
+    """A model started from files (another run's weights, a local encoder_weights file) depends on them:
+    missing, the DAG names them."""
     start = tmp_path / "other_run" / "models" / "m" / "fold0"
+    backbone = tmp_path / "weights" / "mobilenet_v3_large.safetensors"
     overrides = [f"dataset.root={camvid_subset}", "models=[tv_lraspp_mbv3]", "name=e2e_init",
-                 f"+model_overrides.tv_lraspp_mbv3.init_checkpoint={start}"]
+                 f"+model_overrides.tv_lraspp_mbv3.init_checkpoint={start}",
+                 f"+model_overrides.tv_lraspp_mbv3.encoder_weights={backbone}"]
     r = _run(SEGBENCH + ["run", *overrides, "--workdir", str(tmp_path), "--cores", "1", "--dry-run"], REPO)
     assert r.returncode != 0 and "MissingInputException" in r.stdout + r.stderr
-    assert str(start / "model.safetensors") in r.stdout + r.stderr
+    assert str(start / "model.safetensors") in r.stdout + r.stderr and str(backbone) in r.stdout + r.stderr
     start.mkdir(parents=True)
+    backbone.parent.mkdir()
     (start / "model.safetensors").write_bytes(b"weights")
+    backbone.write_bytes(b"backbone")
     r = _run(SEGBENCH + ["run", *overrides, "--workdir", str(tmp_path), "--cores", "1", "--dry-run"], REPO)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "train" in r.stdout

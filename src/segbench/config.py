@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from . import paths
 
-__all__ = ["ConfigError", "compose", "resolve", "validate", "job_configs", "available", "init_checkpoint_file"]
+__all__ = ["ConfigError", "compose", "resolve", "validate", "job_configs", "available", "start_weight_files"]
 
 
 class ConfigError(ValueError):
@@ -150,13 +150,23 @@ def job_configs(cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def init_checkpoint_file(model_cfg: dict[str, Any]) -> list[str]:
-    """The trained-weights file a model starts from (its ``init_checkpoint``; a folder means the
-    ``model.safetensors`` in it), as a list for a workflow input: ``[]`` when it starts otherwise."""
-    path = model_cfg.get("init_checkpoint")
-    if not path:
-        return []
-    return [str(path) if str(path).endswith(".safetensors") else str(Path(path) / "model.safetensors")]
+def start_weight_files(model_cfg: dict[str, Any]) -> list[str]:
+    """The local files a model's training starts from: its ``init_checkpoint`` (a folder means the
+    ``model.safetensors`` in it) and its ``encoder_weights`` when that is a path, not a weights name.
+
+    The workflow makes them inputs of the training job (their content decides staleness) and the
+    training job's resume fingerprint hashes them. ``[]`` when the model starts from a name or scratch.
+    """
+    from .models.weights import is_weights_path
+
+    files = []
+    init = model_cfg.get("init_checkpoint")
+    if init:
+        files.append(str(init) if str(init).endswith(".safetensors") else str(Path(init) / "model.safetensors"))
+    enc = model_cfg.get("encoder_weights")
+    if is_weights_path(enc):
+        files.append(str(Path(str(enc)).expanduser()))
+    return files
 
 
 def dump_json(obj: Any) -> str:

@@ -43,7 +43,7 @@ import torch
 
 from ._compat import import_torchvision
 from .data.dataset import SegmentationDataset, build_transform, seed_worker
-from .io import atomic_path, atomic_write_json, atomic_write_text
+from .io import atomic_path, atomic_write_json, atomic_write_text, sha256_file
 from .losses import build_loss, resolve_class_weights
 from .metrics import confusion_matrix, metrics_from_confusion
 from .models import count_parameters, create_model
@@ -330,9 +330,15 @@ def _resume_callback(fingerprint: str, rows: list[dict[str, Any]], best: dict[st
 
 def _fingerprint(dataset_json: str | Path, train_ids: list[str], val_ids: list[str], model_cfg: dict[str, Any],
                  train_cfg: dict[str, Any], augment_cfg: dict[str, Any]) -> str:
-    """What a checkpoint must match to be resumed: dataset content, fold ids, model and recipe."""
+    """What a checkpoint must match to be resumed: dataset content, fold ids, model and recipe, and the
+    content of the files the model starts from (a changed init_checkpoint must not resume the old run)."""
+    from .config import start_weight_files
+
     h = hashlib.sha256(Path(dataset_json).read_bytes())
     h.update(json.dumps([train_ids, val_ids, model_cfg, train_cfg, augment_cfg], sort_keys=True, default=str).encode())
+    for path in start_weight_files(model_cfg):
+        if Path(path).is_file():
+            h.update(sha256_file(path).encode())
     return h.hexdigest()
 
 

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from segbench import config as sb_config
-from segbench.config import init_checkpoint_file
+from segbench.config import start_weight_files
 from segbench.data.convert import ensure_raw, list_sources
 from segbench.io import write_if_changed
 from segbench.provenance import STEPS, code_fingerprint, default_output_cache

@@ -6,8 +6,9 @@ rule train:
         model=f"{CONF}/models/{{model}}.json",
         train=f"{CONF}/train.json",
         augment=f"{CONF}/augment.json",
-        # a model that starts from another run's trained weights depends on their content
-        init=lambda w: init_checkpoint_file(CFG["model"].get(w.model, {})),
+        # a model that starts from files (another run's trained weights, a local encoder_weights file)
+        # depends on their content
+        start=lambda w: start_weight_files(CFG["model"].get(w.model, {})),
     output:
         weights=f"{RES}/models/{{model}}/fold{{fold}}/model.safetensors",
         last=f"{RES}/models/{{model}}/fold{{fold}}/last.safetensors",

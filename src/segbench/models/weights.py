@@ -95,8 +95,9 @@ def _efficientnet_lite0_file() -> Path:
 #: (encoder, weights name) -> (function returning the local file, key mapping into the encoder's
 #: timm/torch names or None, regex of file tensors the encoder does not use).
 NAMED_WEIGHTS: dict[tuple[str, str], tuple[Callable[[], Path], Callable | None, re.Pattern | None]] = {
+    # only the TF-ported architecture: timm's `efficientnet_lite0` (symmetric padding, eps 1e-5) has the same
+    # tensor shapes but is not the network these weights were trained in; its own weights are timm's
     ("tu-tf_efficientnet_lite0", "imagenet"): (_efficientnet_lite0_file, efficientnet_lite0_lukemelas_to_timm, _LITE0_HEAD),
-    ("tu-efficientnet_lite0", "imagenet"): (_efficientnet_lite0_file, efficientnet_lite0_lukemelas_to_timm, _LITE0_HEAD),
 }
 
 
