@@ -33,8 +33,14 @@ from torch import nn
 
 from ._compat import import_torchvision
 
-__all__ = ["build_loss", "CombinedLoss", "LOSS_NAMES", "class_pixel_counts", "median_frequency_weights",
-           "resolve_class_weights"]
+__all__ = [
+    "build_loss",
+    "CombinedLoss",
+    "LOSS_NAMES",
+    "class_pixel_counts",
+    "median_frequency_weights",
+    "resolve_class_weights",
+]
 
 LOSS_NAMES = ("ce", "dice", "jaccard", "focal", "tversky", "lovasz")
 
@@ -57,7 +63,9 @@ class _CrossEntropy(nn.Module):
         super().__init__()
         self.ignore_index = ignore_index
         self.label_smoothing = float(label_smoothing)
-        self.register_buffer("weight", None if weight is None else torch.as_tensor(weight, dtype=torch.float32))
+        self.register_buffer(
+            "weight", None if weight is None else torch.as_tensor(weight, dtype=torch.float32)
+        )
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if logits.shape[1] == 1:
@@ -65,8 +73,13 @@ class _CrossEntropy(nn.Module):
             if not keep.any():
                 return logits.sum() * 0.0
             return nn.functional.binary_cross_entropy_with_logits(logits[:, 0][keep], target[keep].float())
-        return nn.functional.cross_entropy(logits, target, weight=self.weight, ignore_index=self.ignore_index,
-                                           label_smoothing=self.label_smoothing)
+        return nn.functional.cross_entropy(
+            logits,
+            target,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+        )
 
 
 class CombinedLoss(nn.Module):
@@ -82,7 +95,8 @@ class CombinedLoss(nn.Module):
 
 
 def build_loss(spec: dict[str, Any], ignore_index: int = 255, class_weights=None) -> CombinedLoss:
-    """Build the weighted loss from ``{"ce": 1.0, "dice": 1.0}`` or ``{"tversky": {"weight": 1, "beta": 0.7}}``.
+    """Build the weighted loss from ``{"ce": 1.0, "dice": 1.0}`` or
+    ``{"tversky": {"weight": 1, "beta": 0.7}}``.
 
     Args:
         spec: loss name -> weight, or -> ``{"weight": w, **options of that loss}``.
@@ -98,10 +112,13 @@ def build_loss(spec: dict[str, Any], ignore_index: int = 255, class_weights=None
     def smp_loss(cls, **fixed):
         def factory(**opts):
             return _AutoMode(lambda mode: cls(mode, ignore_index=ignore_index, **fixed, **opts))
+
         return factory
 
     makers = {
-        "ce": lambda **o: _CrossEntropy(ignore_index, None if class_weights is None else torch.as_tensor(class_weights), **o),
+        "ce": lambda **o: _CrossEntropy(
+            ignore_index, None if class_weights is None else torch.as_tensor(class_weights), **o
+        ),
         "dice": smp_loss(L.DiceLoss, from_logits=True),
         "jaccard": smp_loss(L.JaccardLoss, from_logits=True),
         "focal": smp_loss(L.FocalLoss),
@@ -125,8 +142,9 @@ def build_loss(spec: dict[str, Any], ignore_index: int = 255, class_weights=None
     return CombinedLoss(terms)
 
 
-def class_pixel_counts(dataset_root: str | Path, manifest: dict[str, Any], ids: list[str], num_classes: int,
-                       ignore_index: int) -> tuple[np.ndarray, np.ndarray]:
+def class_pixel_counts(
+    dataset_root: str | Path, manifest: dict[str, Any], ids: list[str], num_classes: int, ignore_index: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per class: pixels (``int64[C]``) and pixels of the images that contain the class (``int64[C]``).
 
     Reads the canonical masks of ``ids`` (``dataset_root/<manifest[id]['mask']>``); ``ignore_index``
@@ -178,12 +196,18 @@ def resolve_class_weights(setting, dataset_root: str | Path, meta: dict[str, Any
     num_classes = len(meta["classes"])
     if isinstance(setting, str):
         if setting != "median_frequency":
-            raise ValueError(f"train.class_weights: '{setting}' unknown; allowed: null, median_frequency, or a list of "
-                             f"{num_classes} numbers")
-        pixels, present = class_pixel_counts(dataset_root, meta["manifest"], train_ids, num_classes, int(meta["ignore_index"]))
+            raise ValueError(
+                f"train.class_weights: '{setting}' unknown; allowed: null, median_frequency, or a list of "
+                f"{num_classes} numbers"
+            )
+        pixels, present = class_pixel_counts(
+            dataset_root, meta["manifest"], train_ids, num_classes, int(meta["ignore_index"])
+        )
         return median_frequency_weights(pixels, present)
     weights = np.asarray(setting, dtype=np.float32)
     if weights.shape != (num_classes,):
-        raise ValueError(f"train.class_weights has {weights.size} numbers; the dataset has {num_classes} classes "
-                         f"({', '.join(c['name'] for c in meta['classes'])})")
+        raise ValueError(
+            f"train.class_weights has {weights.size} numbers; the dataset has {num_classes} classes "
+            f"({', '.join(c['name'] for c in meta['classes'])})"
+        )
     return weights

@@ -1,0 +1,213 @@
+"""The training recipe as one typed object: :class:`TrainRecipe`.
+
+``config/train/*.yaml`` (validated by ``workflow/schemas/config.schema.yaml``) is read into a frozen
+dataclass once; the training code reads attributes, never ``cfg.get(key, default)``, so each default
+is written here and nowhere else. A model changes the recipe for itself only through a ``train:``
+block in its config (``model_overrides.<name>.train``): :meth:`TrainRecipe.for_model` merges it.
+The combinations that cannot work are refused here, before anything trains, with the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["TrainRecipe", "LRFindOptions", "Placement", "effective_train_config"]
+
+
+@dataclass(frozen=True)
+class LRFindOptions:
+    """``train.lr_find``: the LR range test's sweep (Lightning's ``Tuner.lr_find``)."""
+
+    min_lr: float = 1e-7
+    max_lr: float = 1.0
+    num_training: int = 100
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """One training protocol (``config/train/``), the same for every model of a comparison.
+
+    Attributes:
+        epochs: training epochs (ignored when ``max_steps`` is set).
+        batch_size: images per optimiser step and process (with DDP the effective batch is
+            ``batch_size x devices``).
+        image_size: ``(height, width)`` the network sees, multiples of 32.
+        optimizer: ``adamw`` | ``adam`` | ``sgd`` (SGD with Nesterov momentum).
+        lr: learning rate of the decoder; the string ``"find"`` runs the LR range test first.
+        loss: loss name -> weight or ``{weight, **options}`` (:func:`segbench.losses.build_loss`).
+        scheduler: ``poly`` | ``cosine`` | ``onecycle`` | ``none`` (per optimiser step).
+        poly_power: exponent of the poly schedule ``(1 - t)^power`` (DeepLab's 0.9).
+        warmup_epochs: linear warm-up epochs (poly, cosine, none).
+        weight_decay: decoupled (AdamW) or L2 (Adam, SGD) weight decay.
+        momentum: SGD momentum.
+        max_steps: train by optimiser steps instead of epochs.
+        early_stopping_patience: stop after this many validations without a better val mIoU.
+        early_stopping_min_delta: the improvement that counts.
+        freeze_epochs: fastai ``fine_tune``: epochs with the encoder frozen (weights and BatchNorm
+            statistics).
+        encoder_lr_mult: encoder LR = ``lr x encoder_lr_mult``.
+        class_weights: None, ``median_frequency`` or C numbers (cross-entropy term).
+        grad_clip: gradient-norm clipping, or None.
+        bn_momentum: every BatchNorm layer's momentum (None keeps each library's own).
+        precision: Lightning precision; ``auto`` = ``16-mixed`` on a GPU, ``32-true`` on the CPU.
+        devices: processes of one training job (DDP when > 1).
+        num_workers: DataLoader worker processes.
+        seed: the experiment seed (weights init, data order, augmentation).
+        device: segbench's device setting (:func:`segbench.device.resolve_device`).
+        lr_find: the range test's options.
+    """
+
+    epochs: int
+    batch_size: int
+    image_size: tuple[int, int]
+    optimizer: str
+    lr: float | str
+    loss: dict[str, Any]
+    scheduler: str = "poly"
+    poly_power: float = 0.9
+    warmup_epochs: int = 0
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    max_steps: int | None = None
+    early_stopping_patience: int | None = None
+    early_stopping_min_delta: float = 0.0
+    freeze_epochs: int = 0
+    encoder_lr_mult: float = 1.0
+    class_weights: str | list[float] | None = None
+    grad_clip: float | None = None
+    bn_momentum: float | None = 0.1
+    precision: str = "auto"
+    devices: int = 1
+    num_workers: int = 0
+    seed: int = 0
+    device: str = "auto"
+    lr_find: LRFindOptions = field(default_factory=LRFindOptions)
+
+    def __post_init__(self):
+        if self.devices > 1 and self.lr == "find":
+            raise ValueError(
+                "train.lr=find with train.devices > 1 is not supported: find the LR with devices=1 "
+                "(its lr_find.json / train_meta.json give it) and set train.lr to that number"
+            )
+        if self.devices > 1 and self.freeze_epochs:
+            raise ValueError(
+                "train.freeze_epochs with train.devices > 1 is not supported (DDP fixes the trained "
+                "parameters when it starts); train the frozen-encoder model on one device"
+            )
+
+    @classmethod
+    def from_dict(cls, cfg: dict[str, Any]) -> TrainRecipe:
+        """Build from a ``train`` config (``configs/train.json``); ``None`` values take the default.
+
+        Raises:
+            ValueError: a key that is not part of the recipe (names it and the allowed keys), or a
+                refused combination (see the class docstring).
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(cfg) - names)
+        if unknown:
+            raise ValueError(f"train: unknown key(s) {unknown}; allowed: {', '.join(sorted(names))}")
+        kw = {k: v for k, v in cfg.items() if v is not None or k in _NULLABLE}
+        if "image_size" in kw:
+            kw["image_size"] = tuple(int(v) for v in kw["image_size"])
+        if "lr_find" in kw:
+            kw["lr_find"] = LRFindOptions(**(kw["lr_find"] or {}))
+        for k in ("epochs", "batch_size", "warmup_epochs", "freeze_epochs", "devices", "num_workers", "seed"):
+            if k in kw:
+                kw[k] = int(kw[k])
+        if isinstance(kw.get("lr"), (int, float)):
+            kw["lr"] = float(kw["lr"])
+        return cls(**kw)
+
+    @classmethod
+    def for_model(cls, train_cfg: dict[str, Any], model_cfg: dict[str, Any]) -> TrainRecipe:
+        """The recipe one model trains with: the experiment's ``train`` with its own ``train:`` keys on
+        top."""
+        return cls.from_dict(effective_train_config(train_cfg, model_cfg))
+
+    def with_lr(self, lr: float) -> TrainRecipe:
+        """The same recipe with a fixed learning rate (after ``lr: find``)."""
+        return dataclasses.replace(self, lr=float(lr))
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values (``image_size`` as a list), e.g. for a fingerprint or a logger."""
+        d = dataclasses.asdict(self)
+        d["image_size"] = list(self.image_size)
+        return d
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Optimiser steps of the whole run: ``max_steps`` or ``epochs x steps_per_epoch``."""
+        return int(self.max_steps) if self.max_steps else self.epochs * steps_per_epoch
+
+
+#: keys whose None means "off", not "use the default"
+_NULLABLE = {"max_steps", "early_stopping_patience", "class_weights", "grad_clip", "bn_momentum"}
+
+
+def effective_train_config(train_cfg: dict[str, Any], model_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The recipe dict one model trains with: the experiment's ``train`` with the model's own ``train:`` keys
+    on top.
+
+    One protocol for every model, unless a model config (or ``model_overrides.<name>.train``) changes
+    it for that model, e.g. ``train: {freeze_epochs: 2, encoder_lr_mult: 0.1}`` for a frozen-encoder
+    fine-tune, so fine-tuning modes can be compared as separate models in one report.
+    """
+    return {**train_cfg, **(model_cfg.get("train") or {})}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and how one training job runs: Lightning's accelerator, devices, precision and strategy.
+
+    Build it with :meth:`of`; ``world_size`` is the number of processes (DDP when > 1).
+    """
+
+    accelerator: str
+    devices: Any
+    world_size: int
+    precision: str
+
+    @classmethod
+    def of(cls, recipe: TrainRecipe) -> Placement:
+        """Resolve ``recipe.device`` / ``devices`` / ``precision``.
+
+        Raises:
+            ValueError: DDP asked for on one named GPU (``device=cuda:K`` with ``devices > 1``).
+        """
+        import os
+
+        from ..device import resolve_device
+
+        accelerator, devices = resolve_device(recipe.device)
+        if accelerator == "gpu":  # deterministic cuBLAS (PyTorch's reproducibility notes), before first use
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        world = 1
+        if recipe.devices > 1:  # DDP: one process per GPU, or n CPU processes (gloo)
+            if isinstance(devices, list):
+                raise ValueError(
+                    f"train.devices={recipe.devices} with device={recipe.device}: pick the GPUs with "
+                    "CUDA_VISIBLE_DEVICES and set device=cuda (or auto)"
+                )
+            devices = world = recipe.devices
+        precision = recipe.precision
+        if precision == "auto":
+            precision = "16-mixed" if accelerator == "gpu" else "32-true"
+        return cls(accelerator, devices, world, precision)
+
+    def trainer_kwargs(self) -> dict[str, Any]:
+        """``lightning.Trainer`` keyword arguments for this placement.
+
+        Several processes: DDP (Lightning launches the other processes by rerunning the command; on
+        CPU they talk through gloo) with segbench's own samplers (:class:`SegmentationDataModule`).
+        """
+        ddp = self.world_size > 1
+        return {
+            "accelerator": self.accelerator,
+            "devices": self.devices,
+            "precision": self.precision,
+            "strategy": "ddp" if ddp else "auto",
+            "use_distributed_sampler": False,
+            "sync_batchnorm": ddp and self.accelerator == "gpu",
+        }
