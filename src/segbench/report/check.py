@@ -48,11 +48,19 @@ def find_chromium() -> str:
     Raises:
         FileNotFoundError: none found; the message says how to install Debian's chromium.
     """
-    for name in (os.environ.get("CHROMIUM"), "chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+    for name in (
+        os.environ.get("CHROMIUM"),
+        "chromium",
+        "chromium-browser",
+        "google-chrome",
+        "google-chrome-stable",
+    ):
         if name and shutil.which(name):
             return shutil.which(name)  # type: ignore[return-value]
-    raise FileNotFoundError("no Chromium found for the report check: install Debian's chromium "
-                            "(sudo apt-get install -y chromium) or set CHROMIUM to the browser binary")
+    raise FileNotFoundError(
+        "no Chromium found for the report check: install Debian's chromium "
+        "(sudo apt-get install -y chromium) or set CHROMIUM to the browser binary"
+    )
 
 
 def embedded_images(doc: str) -> list[dict[str, Any]]:
@@ -75,13 +83,28 @@ def _colour_fraction(img: Image.Image) -> float:
 
 def _chromium(binary: str, args: list[str], timeout: int) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory(prefix="segbench-chromium-") as profile:
-        cmd = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-               "--disable-extensions", f"--user-data-dir={profile}", "--virtual-time-budget=10000", *args]
+        cmd = [
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-extensions",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=10000",
+            *args,
+        ]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
-def check_report(html_path: str | Path, chromium: str | None = None, min_colour: float = 0.0005,
-                 screenshot: str | Path | None = None, timeout: int = 120) -> dict[str, Any]:
+def check_report(
+    html_path: str | Path,
+    chromium: str | None = None,
+    min_colour: float = 0.0005,
+    screenshot: str | Path | None = None,
+    timeout: int = 120,
+) -> dict[str, Any]:
     """Check ``html_path`` (see the module docstring).
 
     Args:
@@ -121,8 +144,10 @@ def check_report(html_path: str | Path, chromium: str | None = None, min_colour:
             continue
         fractions.append(frac)
         if frac < min_colour:
-            problems.append(f"picture {i} ('{im['alt']}'): looks empty ({100 * frac:.2f}% coloured pixels, "
-                            f"need {100 * min_colour:.2f}%)")
+            problems.append(
+                f"picture {i} ('{im['alt']}'): looks empty ({100 * frac:.2f}% coloured pixels, "
+                f"need {100 * min_colour:.2f}%)"
+            )
     binary = chromium or find_chromium()
     with tempfile.TemporaryDirectory(prefix="segbench-report-check-") as tmp:
         probe = Path(tmp) / "probe.html"
@@ -130,7 +155,9 @@ def check_report(html_path: str | Path, chromium: str | None = None, min_colour:
         r = _chromium(binary, ["--dump-dom", probe.as_uri()], timeout)
         m = re.search(r"segbench-check images=(\d+) broken=(\d+)", r.stdout)
         if not m:
-            problems.append(f"Chromium did not finish loading the page (exit {r.returncode}): {r.stderr[-500:]}")
+            problems.append(
+                f"Chromium did not finish loading the page (exit {r.returncode}): {r.stderr[-500:]}"
+            )
             n_seen = broken = -1
         else:
             n_seen, broken = int(m.group(1)), int(m.group(2))
@@ -140,8 +167,16 @@ def check_report(html_path: str | Path, chromium: str | None = None, min_colour:
                 problems.append(f"Chromium saw {n_seen} images, the page embeds {len(imgs)}")
         shot = Path(screenshot) if screenshot else Path(tmp) / "page.png"
         height = max(2000, 700 * max(1, len(imgs)))
-        r = _chromium(binary, ["--hide-scrollbars", f"--window-size=1280,{min(height, 16000)}",
-                               f"--screenshot={shot}", html_path.as_uri()], timeout)
+        r = _chromium(
+            binary,
+            [
+                "--hide-scrollbars",
+                f"--window-size=1280,{min(height, 16000)}",
+                f"--screenshot={shot}",
+                html_path.as_uri(),
+            ],
+            timeout,
+        )
         size = None
         if not shot.is_file():
             problems.append(f"Chromium wrote no screenshot (exit {r.returncode}): {r.stderr[-500:]}")
@@ -152,5 +187,12 @@ def check_report(html_path: str | Path, chromium: str | None = None, min_colour:
             if (grey < 200).sum() < 500:  # not even a heading drawn
                 problems.append("the screenshot of the page is blank")
     if problems:
-        raise ReportCheckError(f"{html_path}: report check failed ({len(problems)}):\n  " + "\n  ".join(problems))
-    return {"images": len(imgs), "broken_in_browser": broken, "colour_fraction": fractions, "screenshot_size": size}
+        raise ReportCheckError(
+            f"{html_path}: report check failed ({len(problems)}):\n  " + "\n  ".join(problems)
+        )
+    return {
+        "images": len(imgs),
+        "broken_in_browser": broken,
+        "colour_fraction": fractions,
+        "screenshot_size": size,
+    }
