@@ -1,4 +1,11 @@
-"""Aggregate every model x fold evaluation into one comparison; select the best model on validation.
+"""Aggregate every model x fold evaluation into one comparison: collect -> summarise -> select -> write.
+
+* :func:`collect` reads each candidate's files (:mod:`segbench.records`; a missing one names itself
+  and the step that writes it);
+* :func:`summarise` is pure: the summary rows, per-class IoU, learning curves, the bootstrap
+  intervals and what selection needs;
+* :func:`segbench.select.selection_record` selects on validation and writes the verdicts;
+* :func:`aggregate` writes the files below.
 
 Outputs in ``results/<experiment>/``:
 
@@ -10,11 +17,8 @@ Outputs in ``results/<experiment>/``:
   images pooled over folds; the other metric columns are dataset-level on the test split, averaged
   over folds (``*_std``: standard deviation over folds, 0 with one fold). ``summary.json`` adds the
   per-class IoU, the majority-class baseline and the selection.
-* ``selection.json``: :func:`segbench.select.select_model` on validation results (criterion,
-  constraints, ranking; never the test split), and the paired comparisons of the selected model with
-  the next ``compare_top - 1`` candidates on the test images (:func:`segbench.select.paired_comparison`).
-  Without a validation split there is nothing honest to select on: the test split is used and the
-  selection says so (``selected_on: "test"``).
+* ``selection.json``: :func:`segbench.select.selection_record` (criterion, constraints, ranking on
+  validation, never the test split; the paired comparisons on the test images).
 * ``learning_curves.csv``: ``model, fold, epoch, train_loss, val_loss, val_mIoU`` (for ``dvc plots``).
 
 ``mIoU_ci_low``/``mIoU_ci_high``: 95 % percentile bootstrap interval of the test mIoU over test
@@ -25,21 +29,75 @@ same resamples are applied to every fold and the fold mean taken). ``best/`` is 
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .io import atomic_path, atomic_write_json
-from .metrics import bootstrap_scores, metrics_from_confusion
+from .layout import DatasetLayout, ExperimentLayout
+from .metrics import bootstrap_scores, mean_iou
+from .records import (
+    merge_timing,
+    read_array,
+    read_dataset,
+    read_ensemble_spec,
+    read_history,
+    read_metrics,
+    read_splits,
+    read_timing,
+    read_train_meta,
+    read_validation,
+    write_selection,
+    write_summary,
+    write_table,
+)
 
 #: bootstrap resamples for the confidence interval of test mIoU (seeded: the same CI every run)
 N_BOOTSTRAP = 2000
 
-__all__ = ["aggregate", "majority_baseline", "merge_timing"]
+__all__ = [
+    "aggregate",
+    "collect",
+    "summarise",
+    "majority_baseline",
+    "describe_start",
+    "Candidate",
+    "N_BOOTSTRAP",
+]
 
+
+@dataclass
+class Candidate:
+    """One candidate's results over its folds, as read from disk by :func:`collect`.
+
+    Attributes:
+        name, config: the candidate and its model config (``library: ensemble`` for an ensemble).
+        metrics: per fold, ``metrics.json`` merged with ``timing.json``.
+        train: per fold, ``train_meta.json`` (an ensemble: ``ensemble.json`` with zero training time).
+        history: per fold, ``history.csv`` with ``model`` and ``fold`` columns (none for an ensemble).
+        test_stacks: per fold, ``int[N, C, C]`` per-image test confusion matrices; None when missing.
+        val_confusion: ``int[C, C]`` validation confusion pooled over folds; None without validation.
+        test_confusion: ``int[C, C]`` test confusion pooled over folds, read only without validation.
+    """
+
+    name: str
+    config: dict[str, Any]
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    train: list[dict[str, Any]] = field(default_factory=list)
+    history: list[pd.DataFrame] = field(default_factory=list)
+    test_stacks: list[np.ndarray] | None = None
+    val_confusion: np.ndarray | None = None
+    test_confusion: np.ndarray | None = None
+
+    @property
+    def is_ensemble(self) -> bool:
+        return self.config.get("library") == "ensemble"
+
+    def fold_values(self, key: str) -> np.ndarray:
+        """``float64[folds]`` of one metric (None -> NaN)."""
+        return np.array([np.nan if m.get(key) is None else m[key] for m in self.metrics], dtype=float)
 
 
 def describe_start(mcfg: dict[str, Any]) -> str:
@@ -47,7 +105,8 @@ def describe_start(mcfg: dict[str, Any]) -> str:
     ``scratch``, ``imagenet``, ``imagenet, encoder frozen 2 ep, encoder LR x0.1``, ``from <checkpoint>``."""
     if mcfg.get("library") == "ensemble":
         return ""
-    parts = [f"from {mcfg['init_checkpoint']}" if mcfg.get("init_checkpoint") else str(mcfg.get("encoder_weights") or "scratch")]
+    init = mcfg.get("init_checkpoint")
+    parts = [f"from {init}" if init else str(mcfg.get("encoder_weights") or "scratch")]
     train = mcfg.get("train") or {}
     if train.get("freeze_epochs"):
         parts.append(f"encoder frozen {train['freeze_epochs']} ep")
@@ -55,7 +114,10 @@ def describe_start(mcfg: dict[str, Any]) -> str:
         parts.append(f"encoder LR x{train['encoder_lr_mult']:g}")
     return ", ".join(parts)
 
-def majority_baseline(validation: dict[str, Any], splits: dict[str, Any], classes: list[str]) -> dict[str, Any]:
+
+def majority_baseline(
+    validation: dict[str, Any], splits: dict[str, Any], classes: list[str]
+) -> dict[str, Any]:
     """Metrics of predicting the most frequent training class on every test pixel.
 
     Uses the per-image class pixel counts of the validation report (no image is read). With class
@@ -69,20 +131,175 @@ def majority_baseline(validation: dict[str, Any], splits: dict[str, Any], classe
     total = test_counts.sum()
     iou = np.where(test_counts > 0, 0.0, np.nan)
     iou[k] = test_counts[k] / total if total else np.nan
-    return {"class": classes[k], "class_id": k, "mIoU": float(np.nanmean(iou)), "aAcc": float(test_counts[k] / total)}
+    return {
+        "class": classes[k],
+        "class_id": k,
+        "mIoU": float(np.nanmean(iou)),
+        "aAcc": float(test_counts[k] / total),
+    }
 
 
-def _load_stack(path: Path) -> np.ndarray | None:
-    return np.load(path) if path.is_file() else None
+def _collect_one(
+    exp: ExperimentLayout, name: str, mcfg: dict[str, Any], n_folds: int, has_val: bool
+) -> Candidate:
+    c = Candidate(name, dict(mcfg))
+    for k in range(n_folds):
+        ev, tr = exp.eval_dir(name, k), exp.model_dir(name, k)
+        c.metrics.append(merge_timing(read_metrics(ev), read_timing(ev, required=False)))
+        if c.is_ensemble:  # no training of its own
+            spec = read_ensemble_spec(tr)
+            c.train.append(dict(spec, epoch_time_s_median=0.0, wall_time_s=0.0))
+            c.config["arch"] = "softmax average of " + " + ".join(spec["members"])
+        else:
+            c.train.append(read_train_meta(tr))
+            history = read_history(tr)
+            history.insert(0, "fold", k)
+            history.insert(0, "model", name)
+            c.history.append(history)
+    stacks = [
+        read_array(exp.eval_file(name, k, "confusion_per_image.npy"), required=False) for k in range(n_folds)
+    ]
+    c.test_stacks = stacks if all(s is not None for s in stacks) else None
+    # validation: pooled over folds (out-of-fold with k-fold); the test files are not read for this
+    if has_val:
+        vals = [
+            read_array(exp.eval_file(name, k, "val_confusion.npy"), required=False) for k in range(n_folds)
+        ]
+        c.val_confusion = np.sum(vals, axis=0) if all(v is not None for v in vals) else None
+    if c.val_confusion is None:  # no validation split: selection has only the test split (and says so)
+        c.test_confusion = np.sum(
+            [read_array(exp.eval_file(name, k, "confusion.npy")) for k in range(n_folds)], axis=0
+        )
+    return c
 
 
-def aggregate(experiment_dir: str | Path, models: dict[str, dict[str, Any]], n_folds: int, dataset_dir: str | Path,
-              select_cfg: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Build the summary of an experiment from its ``eval/`` and ``models/`` folders and select the best model.
+def collect(
+    experiment_dir: str | Path, models: dict[str, dict[str, Any]], n_folds: int, has_val: bool
+) -> list[Candidate]:
+    """Read every candidate's evaluation and training records.
+
+    Raises:
+        FileNotFoundError: a record is missing (names the file and the step that writes it).
+    """
+    exp = ExperimentLayout(experiment_dir)
+    return [_collect_one(exp, name, mcfg, n_folds, has_val) for name, mcfg in models.items()]
+
+
+def _architecture(mcfg: dict[str, Any]) -> str:
+    arch = mcfg.get("arch") or Path(str(mcfg.get("config", ""))).stem
+    return f"{arch}({mcfg['encoder']})" if mcfg.get("encoder") else arch
+
+
+def _bootstrap_ci(c: Candidate, n_boot: int) -> tuple[float, float]:
+    """95 % percentile interval of the fold-mean test mIoU (the same seeded resamples for every fold)."""
+    if c.test_stacks is None:
+        return float("nan"), float("nan")
+    scores = np.mean([bootstrap_scores(st, n_boot, seed=0) for st in c.test_stacks], axis=0)
+    low, high = np.nanquantile(scores, [0.025, 0.975])
+    return float(low), float(high)
+
+
+def _nanmax(values: np.ndarray) -> float:
+    return float(np.nanmax(values)) if np.isfinite(values).any() else float("nan")
+
+
+def _summary_row(c: Candidate, n_folds: int, n_boot: int) -> dict[str, Any]:
+    f = c.fold_values
+    ci_low, ci_high = _bootstrap_ci(c, n_boot)
+    return {
+        "model": c.name,
+        "library": c.config["library"],
+        "architecture": _architecture(c.config),
+        "start": describe_start(c.config),
+        "parameters": c.train[0]["parameters"],
+        "folds": n_folds,
+        "val_mIoU": float(mean_iou(c.val_confusion)) if c.val_confusion is not None else float("nan"),
+        "mIoU": float(np.mean(f("mIoU"))),
+        "mIoU_std": float(np.std(f("mIoU"))),
+        "mDice": float(np.mean(f("mDice"))),
+        "mAcc": float(np.mean(f("mAcc"))),
+        "aAcc": float(np.mean(f("aAcc"))),
+        "fwIoU": float(np.mean(f("fwIoU"))),
+        "mBoundaryIoU": float(np.mean(f("mBoundaryIoU"))),
+        "mIoU_ci_low": ci_low,
+        "mIoU_ci_high": ci_high,
+        "mIoU_image_avg": float(np.mean([m["image_averaged"]["mIoU"] for m in c.metrics])),
+        "time_ms_median": float(np.mean(f("time_ms_median"))),
+        "time_ms_p95": float(np.mean(f("time_ms_p95"))),
+        "peak_gpu_memory_mib": _nanmax(f("peak_gpu_memory_mib")),
+        "peak_memory_mb": _nanmax(f("peak_memory_mb")),
+        "epoch_time_s": float(np.mean([t["epoch_time_s_median"] for t in c.train])),
+        "train_time_s": float(np.sum([t["wall_time_s"] for t in c.train])),
+    }
+
+
+def _selection_input(c: Candidate) -> dict[str, Any]:
+    """What :func:`segbench.select.select_model` ranks: validation confusion (test pooled only when
+    there is no validation split), median validation latency, peak memory, parameters."""
+    val_time = np.nanmean(
+        [
+            np.nan if (m.get("val") or {}).get("time_ms_median") is None else m["val"]["time_ms_median"]
+            for m in c.metrics
+        ]
+    )
+    memory = _nanmax(c.fold_values("peak_memory_mb"))
+    return {
+        "name": c.name,
+        "parameters": c.train[0]["parameters"],
+        "val_time_ms": float(val_time),
+        "memory_mb": None if np.isnan(memory) else float(memory),
+        "val_confusion": c.val_confusion if c.val_confusion is not None else c.test_confusion,
+    }
+
+
+def _best_fold(c: Candidate, has_val: bool) -> int:
+    """The fold whose weights go to best/: the best on its own validation images (test is never looked at)."""
+    if not has_val:
+        return 0
+    val = [(m.get("val") or {}).get("mIoU") for m in c.metrics]
+    return max(range(len(val)), key=lambda k: -np.inf if val[k] is None else val[k])
+
+
+def summarise(
+    candidates: list[Candidate], n_folds: int, has_val: bool, n_boot: int = N_BOOTSTRAP
+) -> dict[str, Any]:
+    """The comparison's numbers (pure: no file is read or written).
+
+    Returns:
+        ``{"rows": [summary rows], "per_class": {name: [IoU per class]}, "curves": DataFrame,
+        "selection_inputs": [...], "best_fold": {name: k}, "test_stacks": {name: [int[N, C, C] per fold]}}``.
+    """
+    per_class = {
+        c.name: np.nanmean(
+            np.array([[np.nan if v is None else v for v in m["IoU"]] for m in c.metrics], dtype=float), axis=0
+        ).tolist()
+        for c in candidates
+    }
+    curves = [h for c in candidates for h in c.history]
+    return {
+        "rows": [_summary_row(c, n_folds, n_boot) for c in candidates],
+        "per_class": per_class,
+        "curves": pd.concat(curves, ignore_index=True) if curves else None,
+        "selection_inputs": [_selection_input(c) for c in candidates],
+        "best_fold": {c.name: _best_fold(c, has_val) for c in candidates},
+        "test_stacks": {c.name: c.test_stacks for c in candidates if c.test_stacks is not None},
+    }
+
+
+def aggregate(
+    experiment_dir: str | Path,
+    models: dict[str, dict[str, Any]],
+    n_folds: int,
+    dataset_dir: str | Path,
+    select_cfg: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build the summary of an experiment from its ``eval/`` and ``models/`` folders and select the best
+    model.
 
     Args:
         experiment_dir: ``results/<experiment>``.
-        models: ``{name: model config}`` (for library and architecture).
+        models: ``{name: model config}`` (for library and architecture); ensembles as
+            ``{"library": "ensemble"}``.
         n_folds: number of folds.
         dataset_dir: the canonical dataset folder (``dataset.json``, ``validation.json``).
         select_cfg: the ``select`` config (criterion, constraints, compare_top, n_bootstrap); see
@@ -94,173 +311,35 @@ def aggregate(experiment_dir: str | Path, models: dict[str, dict[str, Any]], n_f
     Raises:
         FileNotFoundError: an evaluation or training output is missing (names the file).
     """
-    from .select import paired_comparison, pareto_front, select_model
+    from .select import selection_record
 
+    exp, ds = ExperimentLayout(experiment_dir), DatasetLayout(dataset_dir)
     sel_cfg = dict(select_cfg or {})
-    n_boot = int(sel_cfg.get("n_bootstrap", N_BOOTSTRAP))
-    criterion = sel_cfg.get("criterion", "mIoU")
-    constraints = {k: sel_cfg.get(k) for k in ("max_ms_per_image", "max_memory_mb", "max_params")}
-    exp = Path(experiment_dir)
-    dataset_dir = Path(dataset_dir)
-    meta = json.loads((dataset_dir / "dataset.json").read_text())
-    validation = json.loads((dataset_dir / "validation.json").read_text())
-    splits = json.loads((exp / "splits.json").read_text())
-    classes = [c["name"] for c in meta["classes"]]
+    meta, splits = read_dataset(ds.dataset_json), read_splits(exp.splits)
     has_val = all(len(f.get("val") or []) > 0 for f in splits["folds"])
-    rows, per_class, curves, best_fold, candidates, test_stacks = [], {}, [], {}, [], {}
-    for name, mcfg in models.items():
-        folds = []
-        is_ensemble = mcfg.get("library") == "ensemble"
-        for k in range(n_folds):
-            ev, tr = exp / "eval" / name / f"fold{k}", exp / "models" / name / f"fold{k}"
-            needed = (ev / "metrics.json", tr / "ensemble.json") if is_ensemble else \
-                (ev / "metrics.json", tr / "train_meta.json", tr / "history.csv")
-            for p in needed:
-                if not p.is_file():
-                    raise FileNotFoundError(f"{p} not found; run the workflow's train and evaluate steps first")
-            timing = json.loads((ev / "timing.json").read_text()) if (ev / "timing.json").is_file() else None
-            m = merge_timing(json.loads((ev / "metrics.json").read_text()), timing)
-            if is_ensemble:  # no training of its own
-                t = dict(json.loads((tr / "ensemble.json").read_text()), epoch_time_s_median=0.0, wall_time_s=0.0)
-                mcfg = dict(mcfg, arch="softmax average of " + " + ".join(t["members"]))
-            else:
-                t = json.loads((tr / "train_meta.json").read_text())
-                h = pd.read_csv(tr / "history.csv")
-                h.insert(0, "fold", k)
-                h.insert(0, "model", name)
-                curves.append(h)
-            folds.append((k, m, t))
-        ci_low = ci_high = float("nan")
-        stacks = [_load_stack(exp / "eval" / name / f"fold{k}" / "confusion_per_image.npy") for k in range(n_folds)]
-        if all(st is not None for st in stacks):
-            test_stacks[name] = stacks
-            scores = np.mean([bootstrap_scores(st, n_boot, seed=0) for st in stacks], axis=0)
-            ci_low, ci_high = (float(v) for v in np.quantile(scores, [0.025, 0.975]))
-
-        def f(key: str, folds=folds) -> np.ndarray:
-            return np.array([np.nan if m.get(key) is None else m[key] for _, m, _ in folds], dtype=float)
-
-        # validation: pooled over folds (out-of-fold with k-fold); test files are not read for this
-        val_cms = [exp / "eval" / name / f"fold{k}" / "val_confusion.npy" for k in range(n_folds)]
-        val_cm = np.sum([np.load(p) for p in val_cms], axis=0) if has_val and all(p.is_file() for p in val_cms) else None
-        val_time = np.nanmean([np.nan if (m.get("val") or {}).get("time_ms_median") is None else m["val"]["time_ms_median"]
-                               for _, m, _ in folds])
-        memory = np.nanmax(f("peak_memory_mb")) if np.isfinite(f("peak_memory_mb")).any() else float("nan")
-        arch = mcfg.get("arch") or Path(str(mcfg.get("config", ""))).stem
-        if mcfg.get("encoder"):
-            arch = f"{arch}({mcfg['encoder']})"
-        params = folds[0][2]["parameters"]
-        candidates.append({"name": name, "parameters": params, "val_time_ms": float(val_time),
-                           "memory_mb": None if np.isnan(memory) else float(memory),
-                           "val_confusion": val_cm if val_cm is not None else np.sum(
-                               [np.load(exp / "eval" / name / f"fold{k}" / "confusion.npy") for k in range(n_folds)], axis=0)})
-        rows.append({
-            "model": name,
-            "library": mcfg["library"],
-            "architecture": arch,
-            "start": describe_start(mcfg),
-            "parameters": params,
-            "folds": n_folds,
-            "val_mIoU": float(metrics_from_confusion(val_cm)["mIoU"]) if val_cm is not None else float("nan"),
-            "mIoU": float(np.mean(f("mIoU"))),
-            "mIoU_std": float(np.std(f("mIoU"))),
-            "mDice": float(np.mean(f("mDice"))),
-            "mAcc": float(np.mean(f("mAcc"))),
-            "aAcc": float(np.mean(f("aAcc"))),
-            "fwIoU": float(np.mean(f("fwIoU"))),
-            "mBoundaryIoU": float(np.mean(f("mBoundaryIoU"))),
-            "mIoU_ci_low": ci_low,
-            "mIoU_ci_high": ci_high,
-            "mIoU_image_avg": float(np.mean([m["image_averaged"]["mIoU"] for _, m, _ in folds])),
-            "time_ms_median": float(np.mean(f("time_ms_median"))),
-            "time_ms_p95": float(np.mean(f("time_ms_p95"))),
-            "peak_gpu_memory_mib": float(np.nanmax(f("peak_gpu_memory_mib"))) if np.isfinite(f("peak_gpu_memory_mib")).any() else float("nan"),
-            "peak_memory_mb": float(memory),
-            "epoch_time_s": float(np.mean([t["epoch_time_s_median"] for _, _, t in folds])),
-            "train_time_s": float(np.sum([t["wall_time_s"] for _, _, t in folds])),
-        })
-        per_class[name] = np.nanmean(np.array([[np.nan if v is None else v for v in m["IoU"]] for _, m, _ in folds], dtype=float), axis=0).tolist()
-        # the fold whose weights go to best/: the best on its own validation images (test is never looked at)
-        best_fold[name] = max(folds, key=lambda x: -np.inf if (x[1].get("val") or {}).get("mIoU") is None
-                              else x[1]["val"]["mIoU"])[0] if has_val else 0
-    choice = select_model(candidates, criterion, constraints, background=meta.get("background"))
-    order = {r["name"]: i for i, r in enumerate(choice["ranking"])}
-    by_name = {r["name"]: r for r in choice["ranking"]}
-    df = pd.DataFrame(rows)
-    df["val_score"] = [by_name[n]["score"] for n in df["model"]]
-    df["selectable"] = [by_name[n]["selectable"] for n in df["model"]]
-    df["violations"] = ["; ".join(by_name[n]["violations"]) for n in df["model"]]
-    front = pareto_front([(r["model"], r["time_ms_median"], r["val_score"]) for r in df.to_dict(orient="records")])
-    df["pareto"] = df["model"].isin(front)
-    df = df.iloc[np.argsort([order[n] for n in df["model"]], kind="stable")].reset_index(drop=True)
-    df.insert(0, "rank", range(1, len(df) + 1))
-    baseline = majority_baseline(validation, splits, classes)
-    basis = "validation" if has_val else "test"
-    selected = choice["selected"]
-    comparisons = []
-    ranked = [r["name"] for r in choice["ranking"]]
-    if selected is not None and selected in test_stacks:
-        others = [n for n in ranked if n != selected and n in test_stacks][: max(0, int(sel_cfg.get("compare_top", 3)) - 1)]
-        comparisons = [paired_comparison(selected, o, test_stacks[selected], test_stacks[o], n_boot, seed=0)
-                       for o in others]
-    best_row = df[df["model"] == selected].iloc[0] if selected is not None else None
-    runner_up = next((n for n in ranked if n != selected), None)
-    crit_text = {"mIoU": "dataset-level mIoU", "mDice_fg": "mean foreground Dice"}[criterion]
-    selection = {
-        "model": selected,
-        "library": None if best_row is None else best_row["library"],
-        "fold": None if selected is None else best_fold[selected],
-        "selected_on": basis,
-        "criterion": criterion,
-        "constraints": choice["constraints"],
-        "rule": (f"highest validation {crit_text} ({'pooled out-of-fold over ' + str(n_folds) + ' folds' if n_folds > 1 else 'validation split'}); "
-                 "ties go to fewer parameters, then lower latency; models breaking a constraint are not selectable; "
-                 "the test split is not used" if has_val else
-                 f"highest test {crit_text}: there is no validation split, so this choice is biased towards the test "
-                 "set; set split.val_fraction > 0"),
-        "val_score": None if best_row is None else float(best_row["val_score"]),
-        "mIoU": None if best_row is None else float(best_row["mIoU"]),
-        "mIoU_ci_low": None if best_row is None else float(best_row["mIoU_ci_low"]),
-        "mIoU_ci_high": None if best_row is None else float(best_row["mIoU_ci_high"]),
-        "runner_up": runner_up,
-        "margin_val_score": (float(best_row["val_score"] - by_name[runner_up]["score"])
-                             if best_row is not None and runner_up else None),
-        "verdict": comparisons[0]["verdict"] if comparisons else None,
-        "comparisons": comparisons,
-        "ranking": [{k: v for k, v in r.items()} for r in choice["ranking"]],
-        "baseline_mIoU": baseline["mIoU"],
-        "no_selectable_model": selected is None,
-    }
+    numbers = summarise(
+        collect(exp.root, models, n_folds, has_val),
+        n_folds,
+        has_val,
+        int(sel_cfg.get("n_bootstrap", N_BOOTSTRAP)),
+    )
+    baseline = majority_baseline(
+        read_validation(ds.validation_json), splits, [c["name"] for c in meta["classes"]]
+    )
+    table, selection = selection_record(numbers, sel_cfg, meta, n_folds, has_val, baseline)
     summary = {
         "experiment": exp.name,
         "dataset": meta["name"],
-        "classes": classes,
+        "classes": [c["name"] for c in meta["classes"]],
         "test_images": len(splits["test"]),
-        "models": df.to_dict(orient="records"),
-        "per_class_IoU": per_class,
+        "models": table.to_dict(orient="records"),
+        "per_class_IoU": numbers["per_class"],
         "baseline": baseline,
         "best": selection,
     }
-    with atomic_path(exp / "summary.csv") as tmp:
-        df.to_csv(tmp, index=False, float_format="%.6g")
-    with atomic_path(exp / "learning_curves.csv") as tmp:
-        pd.concat(curves, ignore_index=True).to_csv(tmp, index=False, float_format="%.6g")
-    atomic_write_json(exp / "selection.json", selection)
-    atomic_write_json(exp / "summary.json", summary)
+    write_table(exp.summary_csv, table)
+    if numbers["curves"] is not None:
+        write_table(exp.learning_curves, numbers["curves"])
+    write_selection(exp.selection, selection)
+    write_summary(exp.summary_json, summary)
     return summary
-
-
-def merge_timing(metrics: dict[str, Any], timing: dict[str, Any] | None) -> dict[str, Any]:
-    """``metrics.json`` content with ``timing.json``'s summary added: ``time_ms_median``,
-    ``time_ms_p95``, ``peak_memory_mb``, ``peak_gpu_memory_mib`` at the top level and the validation
-    ``time_ms_median`` under ``"val"``. Results written before ``timing.json`` existed (``timing`` None)
-    carry these keys in ``metrics.json`` itself and are returned as they are. Returns a new dict."""
-    out = dict(metrics)
-    if timing is None:
-        return out
-    t = timing
-    for k in ("time_ms_median", "time_ms_p95", "peak_memory_mb", "peak_gpu_memory_mib"):
-        out[k] = t.get(k)
-    if isinstance(out.get("val"), dict):
-        out["val"] = dict(out["val"], time_ms_median=(t.get("val") or {}).get("time_ms_median"))
-    return out

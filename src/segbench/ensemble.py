@@ -1,12 +1,11 @@
-"""Softmax-averaging ensembles of the top-k models, scored like single models.
+"""The ensemble step: softmax-averaging ensembles of the top-k models, scored like single models.
 
 The members are the ``k`` best models on the pooled validation criterion (:mod:`segbench.select`;
 validation only, never test). For each fold, the fold's member checkpoints are combined into one
-:class:`EnsembleModel` whose output is ``log(mean_m softmax(logits_m))``: its argmax is the argmax of
-the averaged class probabilities (the usual "soft voting" of nnU-Net and Auto3DSeg), and resizing or
-blending it behaves like logits. It is then evaluated by :func:`segbench.evaluate.evaluate_loaded` on
-the same validation and test images as every model, so selection treats it as one more candidate:
-it wins only if it wins under the same criterion and constraints.
+:class:`~segbench.models.ensemble.EnsembleModel` (``log(mean_m softmax(logits_m))``), which is then
+evaluated by :func:`segbench.evaluate.evaluate_loaded` on the same validation and test images as
+every model, so selection treats it as one more candidate: it wins only if it wins under the same
+criterion and constraints.
 
 Files: ``models/ensemble_top<k>/fold<f>/model.json`` (``{"ensemble": [{"name", "path"}], ...}``, members
 copied beside it so the folder is self-contained) and ``ensemble.json`` (members, parameters), and
@@ -15,39 +14,27 @@ the usual ``eval/ensemble_top<k>/fold<f>/`` outputs.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from .io import atomic_dir, atomic_write_json
+from .io import atomic_dir
+from .layout import ExperimentLayout, ensemble_name
+from .models.ensemble import EnsembleModel
+from .records import read_array, read_model_info, read_train_meta, write_ensemble_spec, write_model_info
 
-__all__ = ["EnsembleModel", "rank_members", "build_ensemble"]
-
-
-class EnsembleModel(torch.nn.Module):
-    """Average of the members' softmax probabilities, returned as log-probabilities.
-
-    Input ``float32[N, 3, H, W]``; output ``float32[N, C, H, W]`` (all members must predict the same C
-    classes at the input's size, as every segbench backend does).
-    """
-
-    def __init__(self, members: list[torch.nn.Module]):
-        super().__init__()
-        if len(members) < 2:
-            raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
-        self.members = torch.nn.ModuleList(members)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        probs = torch.stack([m(x).float().softmax(1) for m in self.members]).mean(0)
-        return probs.clamp_min(1e-12).log()
+__all__ = ["EnsembleModel", "rank_members", "build_ensemble", "run_ensemble"]
 
 
-def rank_members(experiment_dir: str | Path, models: list[str], n_folds: int, criterion: str = "mIoU",
-                 background: int | None = None) -> list[tuple[str, float]]:
+def rank_members(
+    experiment_dir: str | Path,
+    models: list[str],
+    n_folds: int,
+    criterion: str = "mIoU",
+    background: int | None = None,
+) -> list[tuple[str, float]]:
     """``[(model, pooled validation score)]`` best first, from ``eval/<model>/fold*/val_confusion.npy``.
 
     Raises:
@@ -55,51 +42,110 @@ def rank_members(experiment_dir: str | Path, models: list[str], n_folds: int, cr
     """
     from .select import criterion_score
 
-    exp = Path(experiment_dir)
+    exp = ExperimentLayout(experiment_dir)
     scores = []
     for name in models:
-        paths = [exp / "eval" / name / f"fold{k}" / "val_confusion.npy" for k in range(n_folds)]
-        for p in paths:
-            if not p.is_file():
-                raise FileNotFoundError(f"{p} not found; evaluate the models first (segbench evaluate)")
-        cm = np.sum([np.load(p) for p in paths], axis=0)
+        cm = np.sum([read_array(exp.eval_file(name, k, "val_confusion.npy")) for k in range(n_folds)], axis=0)
         s = criterion_score(cm, criterion, background) if cm.sum() else float("nan")
         scores.append((name, -np.inf if np.isnan(s) else s))
     return sorted(scores, key=lambda t: (-t[1], t[0]))
 
 
-def build_ensemble(experiment_dir: str | Path, models: list[str], fold: int, n_folds: int, top_k: int,
-                   criterion: str = "mIoU", background: int | None = None) -> tuple[Path, dict[str, Any]]:
-    """Write ``models/ensemble_top<k>/fold<fold>/`` (members copied in) and return ``(folder, info)``.
+def build_ensemble(
+    experiment_dir: str | Path,
+    models: list[str],
+    fold: int,
+    n_folds: int,
+    top_k: int,
+    criterion: str = "mIoU",
+    background: int | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Write ``models/ensemble_top<k>/fold<fold>/`` (members copied in) and return ``(folder, model.json)``.
 
     Raises:
         ValueError: fewer than 2 models, or members with different input size or classes.
     """
-    exp = Path(experiment_dir)
+    exp = ExperimentLayout(experiment_dir)
     if len(models) < 2 or top_k < 2:
         raise ValueError(f"an ensemble needs at least 2 models (top_k={top_k}, models={models})")
-    ranked = rank_members(exp, models, n_folds, criterion, background)[:top_k]
+    ranked = rank_members(exp.root, models, n_folds, criterion, background)[:top_k]
     names = [n for n, _ in ranked]
-    infos = [json.loads((exp / "models" / n / f"fold{fold}" / "model.json").read_text()) for n in names]
+    infos = [read_model_info(exp.model_dir(n, fold)) for n in names]
     first = infos[0]
     for n, inf in zip(names[1:], infos[1:]):
         for key in ("image_size", "num_classes", "normalize"):
             if inf.get(key) != first.get(key):
-                raise ValueError(f"cannot ensemble {names[0]} and {n}: different {key} ({first.get(key)} vs {inf.get(key)}); "
-                                 f"train them with the same recipe")
-    params = sum(json.loads((exp / "models" / n / f"fold{fold}" / "train_meta.json").read_text())["parameters"] for n in names)
-    name = f"ensemble_top{top_k}"
-    out = exp / "models" / name / f"fold{fold}"
-    info = {k: first[k] for k in ("num_classes", "classes", "ignore_index", "image_size", "normalize", "dataset") if k in first}
-    info.update({"model": {"name": name, "library": "ensemble", "members": names}, "fold": fold,
-                 "ensemble": [{"name": n, "path": f"members/{n}"} for n in names]})
-    meta = {"model": name, "library": "ensemble", "fold": fold, "parameters": params, "members": names,
-            "member_val_scores": {n: s for n, s in ranked}, "criterion": criterion}
+                raise ValueError(
+                    f"cannot ensemble {names[0]} and {n}: different {key} ({first.get(key)} vs "
+                    f"{inf.get(key)}); train them with the same recipe"
+                )
+    params = sum(read_train_meta(exp.model_dir(n, fold))["parameters"] for n in names)
+    name = ensemble_name(top_k)
+    info = {
+        k: first[k]
+        for k in ("num_classes", "classes", "ignore_index", "image_size", "normalize", "dataset")
+        if k in first
+    }
+    info.update(
+        {
+            "model": {"name": name, "library": "ensemble", "members": names},
+            "fold": fold,
+            "ensemble": [{"name": n, "path": f"members/{n}"} for n in names],
+        }
+    )
+    spec = {
+        "model": name,
+        "library": "ensemble",
+        "fold": fold,
+        "parameters": params,
+        "members": names,
+        "member_val_scores": dict(ranked),
+        "criterion": criterion,
+    }
+    out = exp.model_dir(name, fold)
     with atomic_dir(out) as tmp:
         for n in names:
             (tmp / "members" / n).mkdir(parents=True)
             for f in ("model.json", "model.safetensors"):
-                shutil.copyfile(exp / "models" / n / f"fold{fold}" / f, tmp / "members" / n / f)
-        atomic_write_json(tmp / "model.json", info)
-        atomic_write_json(tmp / "ensemble.json", meta)
+                shutil.copyfile(exp.model_file(n, fold, f), tmp / "members" / n / f)
+        write_model_info(tmp, info)
+        write_ensemble_spec(tmp, spec)
     return out, info
+
+
+def run_ensemble(
+    experiment_dir: str | Path,
+    models: list[str],
+    fold: int,
+    n_folds: int,
+    select_cfg: dict[str, Any],
+    evaluate_cfg: dict[str, Any],
+    dataset_json: str | Path,
+    splits_json: str | Path,
+    out_dir: str | Path,
+) -> dict[str, Any]:
+    """The workflow's ensemble step for one fold: build the top-``select.ensemble_top_k`` ensemble and
+    evaluate it like a model (:func:`segbench.evaluate.evaluate_loaded`).
+
+    Returns:
+        The ensemble's evaluation (``metrics.json`` content with timing), plus ``members``.
+    """
+    from .device import device_of
+    from .evaluate import evaluate_loaded
+    from .models.checkpoint import load_trained_model
+    from .records import read_dataset
+
+    meta = read_dataset(dataset_json)
+    folder, _ = build_ensemble(
+        experiment_dir,
+        models,
+        fold,
+        n_folds,
+        int(select_cfg.get("ensemble_top_k", 2)),
+        select_cfg.get("criterion", "mIoU"),
+        meta.get("background"),
+    )
+    device = device_of(evaluate_cfg.get("device", "auto"))
+    model, info = load_trained_model(folder, device)
+    result = evaluate_loaded(model, info, device, dataset_json, splits_json, evaluate_cfg, out_dir)
+    return dict(result, members=info["model"]["members"])

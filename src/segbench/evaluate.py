@@ -30,7 +30,6 @@ Outputs in ``out_dir``:
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -40,65 +39,38 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from .data.dataset import read_image, read_mask
+from .device import device_of, peak_gpu_memory_mib, peak_memory_mb, reset_peak_memory, synchronize
+from .images import read_image, read_mask
 from .inference import InferenceConfig, segment
-from .io import atomic_dir, atomic_path, atomic_write_json
+from .io import atomic_dir
 from .metrics import MEAN_METRICS, boundary_iou, boundary_iou_counts, confusion_matrix, metrics_from_confusion
-from .models import architecture_config, create_model
+from .models.checkpoint import load_trained_model
+from .records import (
+    merge_timing,
+    read_dataset,
+    read_splits,
+    write_array,
+    write_metrics,
+    write_table,
+    write_timing,
+)
 
 __all__ = ["load_trained_model", "evaluate_model", "evaluate_loaded", "device_of"]
 
 
-def device_of(device_cfg: str) -> str:
-    """torch device string for segbench's ``device`` setting (auto | cpu | cuda | cuda:K | mps)."""
-    from .train import resolve_device
-
-    accel, devices = resolve_device(device_cfg)
-    if accel == "gpu":
-        return f"cuda:{devices[0]}" if isinstance(devices, list) else "cuda"
-    return accel
-
-
-def load_trained_model(ckpt_dir: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild a trained model from ``model.json`` + ``model.safetensors`` in ``ckpt_dir`` (or, for an
-    ensemble, from the member folders its ``model.json`` lists).
-
-    Returns:
-        ``(model in eval mode on device, model.json content)``.
-
-    Raises:
-        FileNotFoundError: either file is missing (names it and the step that writes it).
-    """
-    from safetensors.torch import load_file
-
-    ckpt_dir = Path(ckpt_dir)
-    if not (ckpt_dir / "model.json").is_file():
-        raise FileNotFoundError(f"{ckpt_dir / 'model.json'} not found; train the model first (segbench train)")
-    info = json.loads((ckpt_dir / "model.json").read_text())
-    if info.get("ensemble"):  # a softmax-averaging ensemble: members in sub-folders (see segbench.ensemble)
-        from .ensemble import EnsembleModel
-
-        members = [load_trained_model(ckpt_dir / m["path"], device)[0] for m in info["ensemble"]]
-        return EnsembleModel(members).to(device).eval(), info
-    if not (ckpt_dir / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{ckpt_dir / 'model.safetensors'} not found; train the model first (segbench train)")
-    model_cfg = architecture_config(info["model"])  # the trained weights replace any pretrained/initial ones
-    model = create_model(num_classes=info["num_classes"], **model_cfg)
-    model.load_state_dict(load_file(str(ckpt_dir / "model.safetensors")))
-    return model.to(device).eval(), info
-
-
-def _memory_mb(device: str) -> float:
-    """Peak memory of evaluation: GPU memory allocated by torch on a GPU, else the process's peak RSS."""
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def _run_split(model: torch.nn.Module, ids: list[str], meta: dict[str, Any], root: Path, infer: InferenceConfig,
-               device: str, n: int, ignore: int, keep: set[str], n_worst: int, background: int | None) -> dict[str, Any]:
+def _run_split(
+    model: torch.nn.Module,
+    ids: list[str],
+    meta: dict[str, Any],
+    root: Path,
+    infer: InferenceConfig,
+    device: str,
+    n: int,
+    ignore: int,
+    keep: set[str],
+    n_worst: int,
+    background: int | None,
+) -> dict[str, Any]:
     """Evaluate ``ids``: the dataset-level confusion, per-image rows and matrices, Boundary IoU counts,
     the predictions of ``keep`` and of the ``n_worst`` images with the lowest per-image mIoU."""
     b_inter = np.zeros(n, np.int64)
@@ -109,12 +81,10 @@ def _run_split(model: torch.nn.Module, ids: list[str], meta: dict[str, Any], roo
         entry = meta["manifest"][sid]
         image = read_image(root / entry["image"])
         target = read_mask(root / entry["mask"])
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        synchronize(device)
         t0 = time.perf_counter()
         pred = segment(model, image, infer, device)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        synchronize(device)
         dt = (time.perf_counter() - t0) * 1000
         cm = confusion_matrix(target, pred, n, ignore)
         total += cm
@@ -123,8 +93,17 @@ def _run_split(model: torch.nn.Module, ids: list[str], meta: dict[str, Any], roo
         bi, bu = boundary_iou_counts(target, pred, n, ignore)
         b_inter += bi
         b_union += bu
-        rows.append({"id": sid, "mIoU": m["mIoU"], "mDice": m["mDice"], "aAcc": m["aAcc"],
-                     "mBoundaryIoU": boundary_iou(bi, bu)["mBoundaryIoU"], "pixels": int(cm.sum()), "time_ms": dt})
+        rows.append(
+            {
+                "id": sid,
+                "mIoU": m["mIoU"],
+                "mDice": m["mDice"],
+                "aAcc": m["aAcc"],
+                "mBoundaryIoU": boundary_iou(bi, bu)["mBoundaryIoU"],
+                "pixels": int(cm.sum()),
+                "time_ms": dt,
+            }
+        )
         if sid in keep:
             saved[sid] = pred
         if n_worst and not np.isnan(m["mIoU"]):  # keep the n_worst lowest-mIoU predictions (a bounded list)
@@ -133,33 +112,54 @@ def _run_split(model: torch.nn.Module, ids: list[str], meta: dict[str, Any], roo
             del worst[n_worst:]
     for _, sid, pred in worst:
         saved[sid] = pred
-    per_image = pd.DataFrame(rows, columns=["id", "mIoU", "mDice", "aAcc", "mBoundaryIoU", "pixels", "time_ms"])
+    per_image = pd.DataFrame(
+        rows, columns=["id", "mIoU", "mDice", "aAcc", "mBoundaryIoU", "pixels", "time_ms"]
+    )
     times = per_image.pop("time_ms")
     result = metrics_from_confusion(total, background=background)
     result.update(boundary_iou(b_inter, b_union))
-    result.update({
-        "image_averaged": {k: float(per_image[k].mean()) for k in ("mIoU", "mDice", "aAcc", "mBoundaryIoU")},
-        "num_images": len(ids),
-        "num_pixels": int(total.sum()),
-        "worst_images": [{"id": sid, "mIoU": float(v)} for v, sid, _ in worst],
-    })
-    timing = {"time_ms_median": float(times.median()) if len(times) else None,
-              "time_ms_p95": float(times.quantile(0.95)) if len(times) else None,
-              "time_ms": dict(zip(per_image["id"], (round(float(t), 3) for t in times)))}
-    return {"result": result, "timing": timing, "total": total, "cms": cms, "per_image": per_image, "saved": saved}
+    result.update(
+        {
+            "image_averaged": {
+                k: float(per_image[k].mean()) for k in ("mIoU", "mDice", "aAcc", "mBoundaryIoU")
+            },
+            "num_images": len(ids),
+            "num_pixels": int(total.sum()),
+            "worst_images": [{"id": sid, "mIoU": float(v)} for v, sid, _ in worst],
+        }
+    )
+    timing = {
+        "time_ms_median": float(times.median()) if len(times) else None,
+        "time_ms_p95": float(times.quantile(0.95)) if len(times) else None,
+        "time_ms": dict(zip(per_image["id"], (round(float(t), 3) for t in times))),
+    }
+    return {
+        "result": result,
+        "timing": timing,
+        "total": total,
+        "cms": cms,
+        "per_image": per_image,
+        "saved": saved,
+    }
 
 
 def _write_split(out_dir: Path, prefix: str, run: dict[str, Any], n: int) -> None:
-    with atomic_path(out_dir / f"{prefix}confusion.npy") as tmp, open(tmp, "wb") as f:
-        np.save(f, run["total"])
-    with atomic_path(out_dir / f"{prefix}confusion_per_image.npy") as tmp, open(tmp, "wb") as f:
-        np.save(f, np.stack(run["cms"]) if run["cms"] else np.zeros((0, n, n), np.int64))
-    with atomic_path(out_dir / f"{prefix}per_image.csv") as tmp:
-        run["per_image"].to_csv(tmp, index=False, float_format="%.6g")
+    write_array(out_dir / f"{prefix}confusion.npy", run["total"])
+    write_array(
+        out_dir / f"{prefix}confusion_per_image.npy",
+        np.stack(run["cms"]) if run["cms"] else np.zeros((0, n, n), np.int64),
+    )
+    write_table(out_dir / f"{prefix}per_image.csv", run["per_image"])
 
 
-def evaluate_model(ckpt_dir: str | Path, dataset_json: str | Path, splits_json: str | Path, eval_cfg: dict[str, Any],
-                   out_dir: str | Path, threads: int | None = None) -> dict[str, Any]:
+def evaluate_model(
+    ckpt_dir: str | Path,
+    dataset_json: str | Path,
+    splits_json: str | Path,
+    eval_cfg: dict[str, Any],
+    out_dir: str | Path,
+    threads: int | None = None,
+) -> dict[str, Any]:
     """Evaluate the model in ``ckpt_dir`` on its fold's validation ids and on the test ids of
     ``splits.json``; write the files above.
 
@@ -167,8 +167,8 @@ def evaluate_model(ckpt_dir: str | Path, dataset_json: str | Path, splits_json: 
         ckpt_dir: ``results/<experiment>/models/<model>/fold<k>``.
         dataset_json: the canonical dataset's ``dataset.json``.
         splits_json: ``splits.json`` (its ``test`` list, and the fold's ``val`` list, are evaluated).
-        eval_cfg: ``{"device", "save_predictions", "n_worst", "mode", "scale", "overlap", "blend", "flip", ...}``
-            (see :class:`segbench.inference.InferenceConfig`).
+        eval_cfg: ``{"device", "save_predictions", "n_worst", "mode", "scale", "overlap", "blend",
+            "flip", ...}`` (see :class:`segbench.inference.InferenceConfig`).
         out_dir: ``results/<experiment>/eval/<model>/fold<k>``.
 
     Returns:
@@ -185,11 +185,18 @@ def evaluate_model(ckpt_dir: str | Path, dataset_json: str | Path, splits_json: 
     return evaluate_loaded(model, info, device, dataset_json, splits_json, eval_cfg, out_dir)
 
 
-def evaluate_loaded(model: torch.nn.Module, info: dict[str, Any], device: str, dataset_json: str | Path,
-                    splits_json: str | Path, eval_cfg: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
+def evaluate_loaded(
+    model: torch.nn.Module,
+    info: dict[str, Any],
+    device: str,
+    dataset_json: str | Path,
+    splits_json: str | Path,
+    eval_cfg: dict[str, Any],
+    out_dir: str | Path,
+) -> dict[str, Any]:
     """:func:`evaluate_model` for a model already built (e.g. an ensemble); ``info`` as in ``model.json``."""
-    meta = json.loads(Path(dataset_json).read_text())
-    splits = json.loads(Path(splits_json).read_text())
+    meta = read_dataset(dataset_json)
+    splits = read_splits(splits_json)
     test_ids = splits["test"]
     if not test_ids:
         raise ValueError(f"{splits_json}: no test images; set split.test_fraction > 0")
@@ -198,9 +205,10 @@ def evaluate_loaded(model: torch.nn.Module, info: dict[str, Any], device: str, d
     root = Path(dataset_json).parent
     n = info["num_classes"]
     ignore = info["ignore_index"]
-    infer = InferenceConfig.from_dict(eval_cfg, info["image_size"], info.get("normalize") or eval_cfg.get("normalize"))
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats(device)
+    infer = InferenceConfig.from_dict(
+        eval_cfg, info["image_size"], info.get("normalize") or eval_cfg.get("normalize")
+    )
+    reset_peak_memory(device)
     keep = set(sorted(test_ids)[: int(eval_cfg.get("save_predictions", 0))])
     n_worst = int(eval_cfg.get("n_worst", 3))
     background = meta.get("background")
@@ -215,26 +223,25 @@ def evaluate_loaded(model: torch.nn.Module, info: dict[str, Any], device: str, d
         "device": device,
         "time_ms_median": test["timing"]["time_ms_median"],
         "time_ms_p95": test["timing"]["time_ms_p95"],
-        "peak_gpu_memory_mib": (torch.cuda.max_memory_allocated(device) / 2**20) if device.startswith("cuda") else None,
-        "peak_memory_mb": _memory_mb(device),
+        "peak_gpu_memory_mib": peak_gpu_memory_mib(device),
+        "peak_memory_mb": peak_memory_mb(device),
         "test": test["timing"],
         "val": val["timing"],
     }
-    result.update({
-        "classes": [c["name"] for c in meta["classes"]],
-        "device": device,
-        "inference": {k: getattr(infer, k) for k in ("mode", "scale", "overlap", "blend", "flip")},
-        "model": info["model"].get("name"),
-        "library": info["model"].get("library"),
-        "fold": info.get("fold"),
-        "mean_metrics": list(MEAN_METRICS),
-        "val": val["result"],
-    })
+    result.update(
+        {
+            "classes": [c["name"] for c in meta["classes"]],
+            "device": device,
+            "inference": {k: getattr(infer, k) for k in ("mode", "scale", "overlap", "blend", "flip")},
+            "model": info["model"].get("name"),
+            "library": info["model"].get("library"),
+            "fold": info.get("fold"),
+            "mean_metrics": list(MEAN_METRICS),
+            "val": val["result"],
+        }
+    )
     _write_split(out_dir, "", test, n)
     _write_split(out_dir, "val_", val, n)
-    atomic_write_json(out_dir / "timing.json", timing)
-    atomic_write_json(out_dir / "metrics.json", result)
-    from .aggregate import merge_timing
-
+    write_timing(out_dir, timing)
+    write_metrics(out_dir, result)
     return merge_timing(result, timing)
-

@@ -1,6 +1,6 @@
 """One metric implementation for every backend: everything is derived from a confusion matrix.
 
-Conventions (DESIGN.md section 6; the same as MMSegmentation's ``IoUMetric``):
+Conventions (the same as MMSegmentation's ``IoUMetric``; docs/metrics.md):
 
 * ``M[C, C]`` is an int64 confusion matrix, rows = ground truth, columns = prediction, accumulated
   over the non-ignored pixels of the *whole* evaluation set ("dataset-level" metrics).
@@ -12,7 +12,11 @@ Conventions (DESIGN.md section 6; the same as MMSegmentation's ``IoUMetric``):
   - ``Precision_c = TP / (TP + FP)``
 
 * A class with ``TP + FP + FN = 0`` (absent from both ground truth and prediction) gets NaN and is
-  left out of every mean, as MMSegmentation, fastai and nnU-Net do. segmentation-models-pytorch's
+  left out of every mean, as MMSegmentation, fastai and nnU-Net do. One kernel,
+  :func:`iou_per_class`, computes IoU for one matrix or a stack of them (per image, per bootstrap
+  resample), and :func:`mean_iou` applies the one rule for means: NaN-mean over classes, and NaN
+  when no class is valid (an image whose pixels are all ignored has no mIoU; means over images
+  and quantiles over resamples leave it out). segmentation-models-pytorch's
   ``iou_score`` (default ``zero_division=1.0``) counts it as 1 and PaddleSeg as 0; they inflate or
   deflate the mean (:func:`miou_as` reproduces both).
 * ``mIoU``, ``mDice``, ``mAcc`` = NaN-mean over classes; ``aAcc = trace(M) / sum(M)`` (pixel
@@ -40,7 +44,8 @@ import numpy as np
 
 __all__ = [
     "confusion_matrix",
-    "ConfusionMatrix",
+    "iou_per_class",
+    "mean_iou",
     "metrics_from_confusion",
     "per_class_table",
     "MEAN_METRICS",
@@ -114,7 +119,8 @@ def confusion_matrix(target: Any, pred: Any, num_classes: int, ignore_index: int
             bad = t[(t < 0) | (t >= num_classes)]
             vals = np.unique(bad)[:10].tolist()
             raise ValueError(
-                f"target holds values {vals} outside [0, {num_classes}) that are not ignore_index={ignore_index}; "
+                f"target holds values {vals} outside [0, {num_classes}) that are not "
+                f"ignore_index={ignore_index}; "
                 f"check the dataset's class list or its ignore_index"
             )
         if int(p.min()) < 0 or int(p.max()) >= num_classes:
@@ -127,44 +133,6 @@ def confusion_matrix(target: Any, pred: Any, num_classes: int, ignore_index: int
     return counts.reshape(num_classes, num_classes).astype(np.int64, copy=False)
 
 
-class ConfusionMatrix:
-    """Accumulates a dataset-level confusion matrix, torchmetrics-style: ``update()`` then ``compute()``.
-
-    Args:
-        num_classes: number of classes ``C``.
-        ignore_index: ground-truth label left out (default 255); ``None`` for none.
-
-    Attributes:
-        matrix: the running ``int64[C, C]`` matrix (rows = ground truth).
-
-    Example:
-        >>> cm = ConfusionMatrix(num_classes=2)
-        >>> cm.update([0, 1, 1], [0, 1, 0]).tolist()   # returns this batch's own matrix
-        [[1, 0], [1, 1]]
-        >>> cm.compute()["mIoU"]    # IoU 1/2 for both classes
-        0.5
-    """
-
-    def __init__(self, num_classes: int, ignore_index: int | None = 255):
-        self.num_classes = int(num_classes)
-        self.ignore_index = ignore_index
-        self.matrix = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
-
-    def update(self, target: Any, pred: Any) -> np.ndarray:
-        """Add one batch (or image); returns that batch's own ``int64[C, C]`` matrix."""
-        m = confusion_matrix(target, pred, self.num_classes, self.ignore_index)
-        self.matrix += m
-        return m
-
-    def reset(self) -> None:
-        """Zero the running matrix."""
-        self.matrix[...] = 0
-
-    def compute(self, background: int | None = None) -> dict[str, Any]:
-        """Metrics of the accumulated matrix; see :func:`metrics_from_confusion`."""
-        return metrics_from_confusion(self.matrix, background=background)
-
-
 def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     out = np.full(num.shape, np.nan, dtype=np.float64)
     np.divide(num, den, out=out, where=den > 0)
@@ -174,6 +142,55 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 def _nanmean(x: np.ndarray) -> float:
     x = np.asarray(x, dtype=np.float64)
     return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
+
+
+def iou_per_class(confusion: Any) -> np.ndarray:
+    """IoU of every class, ``TP / (TP + FP + FN)``, for one confusion matrix or a stack of them.
+
+    The one IoU kernel of segbench: dataset-level metrics, per-image metrics and every bootstrap
+    resample use it.
+
+    Args:
+        confusion: ``int or float[..., C, C]`` (rows = ground truth), e.g. ``[C, C]`` for a dataset,
+            ``[N, C, C]`` per image, ``[B, C, C]`` per resample.
+
+    Returns:
+        ``float64[..., C]``; NaN where ``TP + FP + FN = 0`` (the class is absent from both ground
+        truth and prediction).
+
+    Example:
+        >>> iou_per_class([[3, 1], [0, 4]]).tolist()
+        [0.75, 0.8]
+        >>> iou_per_class([[[1, 0], [0, 0]]]).tolist()    # class 1 absent: NaN, not 0 or 1
+        [[1.0, nan]]
+    """
+    m = np.asarray(confusion, dtype=np.float64)
+    tp = np.diagonal(m, axis1=-2, axis2=-1)
+    return _safe_div(tp, m.sum(-1) + m.sum(-2) - tp)
+
+
+def mean_iou(confusion: Any) -> np.ndarray | float:
+    """mIoU: the NaN-mean over classes of :func:`iou_per_class`; NaN when no class is valid.
+
+    Args:
+        confusion: ``[..., C, C]`` as in :func:`iou_per_class`.
+
+    Returns:
+        a float for one matrix, ``float64[...]`` for a stack.
+
+    Example:
+        >>> round(mean_iou([[3, 1], [0, 4]]), 4)
+        0.775
+        >>> mean_iou(np.zeros((2, 2, 2))).tolist()        # no valid pixel: no mIoU
+        [nan, nan]
+    """
+    iou = iou_per_class(confusion)
+    valid = ~np.isnan(iou)
+    count = valid.sum(-1)
+    total = np.where(valid, iou, 0.0).sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return float(out) if out.ndim == 0 else out
 
 
 def metrics_from_confusion(matrix: Any, background: int | None = None) -> dict[str, Any]:
@@ -210,13 +227,13 @@ def metrics_from_confusion(matrix: Any, background: int | None = None) -> dict[s
     pr = m.sum(axis=0)
     fp = pr - tp
     fn = gt - tp
-    iou = _safe_div(tp, tp + fp + fn)
+    iou = iou_per_class(m)
     dice = _safe_div(2 * tp, 2 * tp + fp + fn)
     acc = _safe_div(tp, tp + fn)
     prec = _safe_div(tp, tp + fp)
     total = m.sum()
     out: dict[str, Any] = {
-        "mIoU": _nanmean(iou),
+        "mIoU": float(mean_iou(m)),
         "mDice": _nanmean(dice),
         "mAcc": _nanmean(acc),
         "aAcc": float(tp.sum() / total) if total > 0 else float("nan"),
@@ -286,8 +303,9 @@ def boundary_band(mask: np.ndarray, dilation_ratio: float = 0.02) -> np.ndarray:
     return (m > 0) & (eroded == 0)
 
 
-def boundary_iou_counts(target: Any, pred: Any, num_classes: int, ignore_index: int | None = 255,
-                        dilation_ratio: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
+def boundary_iou_counts(
+    target: Any, pred: Any, num_classes: int, ignore_index: int | None = 255, dilation_ratio: float = 0.02
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-class boundary intersection and union pixel counts of one ``[H, W]`` image.
 
     Returns:
@@ -301,7 +319,9 @@ def boundary_iou_counts(target: Any, pred: Any, num_classes: int, ignore_index: 
     t = _to_numpy(target, "target")
     p = _to_numpy(pred, "pred")
     if t.ndim != 2 or t.shape != p.shape:
-        raise ValueError(f"boundary IoU needs two [H, W] label maps of one shape, got {t.shape} and {p.shape}")
+        raise ValueError(
+            f"boundary IoU needs two [H, W] label maps of one shape, got {t.shape} and {p.shape}"
+        )
     valid = np.ones(t.shape, bool) if ignore_index is None else t != ignore_index
     inter = np.zeros(num_classes, np.int64)
     union = np.zeros(num_classes, np.int64)
@@ -331,7 +351,8 @@ CONVENTIONS = {
     "torchmetrics": "MulticlassJaccardIndex(average='macro'): absent classes weight 0 (same as segbench)",
     "fastai": "JaccardCoeffMulti: mean over classes with a non-zero union (same as segbench)",
     "paddleseg": "metrics.mean_iou: absent classes count as 0 in a plain mean",
-    "smp": "smp.metrics.iou_score(reduction='macro'), whose default zero_division=1.0 counts absent classes as 1",
+    "smp": "smp.metrics.iou_score(reduction='macro'), whose default zero_division=1.0 counts absent classes "
+    "as 1",
     "smp_zero_division_0": "smp.metrics.iou_score(reduction='macro', zero_division=0): absent -> 0",
 }
 
@@ -363,7 +384,9 @@ def miou_as(matrix: Any, convention: str) -> float:
     return _nanmean(iou)
 
 
-def bootstrap_miou(per_image: Any, n_resamples: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, float]:
+def bootstrap_miou(
+    per_image: Any, n_resamples: int = 2000, seed: int = 0, level: float = 0.95
+) -> dict[str, float]:
     """Percentile bootstrap confidence interval of the dataset-level mIoU, resampling images.
 
     Each resample draws N images with replacement, sums their confusion matrices and recomputes the
@@ -388,9 +411,14 @@ def bootstrap_miou(per_image: Any, n_resamples: int = 2000, seed: int = 0, level
     m = np.asarray(per_image)
     scores = bootstrap_scores(m, n_resamples, seed)
     alpha = (1 - level) / 2
-    return {"mIoU": metrics_from_confusion(m.sum(0))["mIoU"], "low": float(np.quantile(scores, alpha)),
-            "high": float(np.quantile(scores, 1 - alpha)), "level": level, "n_images": int(m.shape[0]),
-            "n_resamples": int(n_resamples)}
+    return {
+        "mIoU": metrics_from_confusion(m.sum(0))["mIoU"],
+        "low": float(np.nanquantile(scores, alpha)),
+        "high": float(np.nanquantile(scores, 1 - alpha)),
+        "level": level,
+        "n_images": int(m.shape[0]),
+        "n_resamples": int(n_resamples),
+    }
 
 
 def bootstrap_scores(per_image: Any, n_resamples: int = 2000, seed: int = 0) -> np.ndarray:
@@ -413,10 +441,5 @@ def bootstrap_scores(per_image: Any, n_resamples: int = 2000, seed: int = 0) -> 
     for start in range(0, n_resamples, 500):  # chunks bound memory at 500 x N counts
         b = min(500, n_resamples - start)
         counts = rng.multinomial(n, np.full(n, 1.0 / n), size=b).astype(np.float64)  # [b, N]
-        mats = (counts @ flat).reshape(b, c, c)
-        tp = np.einsum("bii->bi", mats)
-        den = mats.sum(1) + mats.sum(2) - tp
-        with np.errstate(invalid="ignore", divide="ignore"):
-            iou = np.where(den > 0, tp / den, np.nan)
-        scores[start : start + b] = np.nanmean(np.where(np.isnan(iou).all(1, keepdims=True), 0.0, iou), axis=1)
+        scores[start : start + b] = mean_iou((counts @ flat).reshape(b, c, c))
     return scores

@@ -1,9 +1,10 @@
 """``segbench predict``: a trained model + images -> index masks and colour overlays.
 
 The model is a folder holding ``model.json`` and ``model.safetensors``: an experiment's ``best/``, or
-any ``models/<model>/fold<k>/``. Images are read with PIL, EXIF orientation applied. Greyscale,
-palette, RGBA (alpha dropped) and CMYK images are converted to RGB; 16- and 32-bit single-channel
-images are refused with the fix, since the models were trained on 8-bit RGB.
+any ``models/<model>/fold<k>/``. Images are read by :func:`segbench.images.read_image`, the reader
+training and evaluation use: EXIF orientation applied; greyscale, palette, RGBA (alpha dropped) and
+CMYK images converted to RGB; 16- and 32-bit single-channel images refused with the fix, since the
+models were trained on 8-bit RGB.
 
 Outputs, for ``photo.jpg``: ``photo_mask.png`` (class indices, uint8; uint16 when > 256 classes) and
 ``photo_overlay.jpg`` (the class colours over the image). With one input and ``-o x.png`` the mask
@@ -17,43 +18,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from .data.convert import IMAGE_EXTS
-from .evaluate import device_of, load_trained_model
+from .device import device_of
+from .images import IMAGE_EXTS, ImageInputError, read_image
 from .inference import InferenceConfig, segment
 from .io import atomic_path
+from .models.checkpoint import load_trained_model
 from .palette import class_palette
+from .report.plots import overlay
 
-__all__ = ["ImageInputError", "load_rgb", "predict_files", "list_images"]
-
-
-class ImageInputError(ValueError):
-    """An input image segbench cannot segment; the message names the file and the fix."""
-
-
-def load_rgb(path: str | Path) -> np.ndarray:
-    """Read an image as ``uint8[H, W, 3]`` RGB with its EXIF orientation applied.
-
-    Raises:
-        ImageInputError: unreadable file, or a 16/32-bit single-channel image.
-    """
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                raise ImageInputError(
-                    f"{path}: {im.mode} ({'16' if im.mode.startswith('I;16') else '32'}-bit) single-channel image; the models "
-                    f"take 8-bit RGB. Convert it first, choosing the intensity window yourself, e.g. "
-                    f"python -c \"from PIL import Image; import numpy as np; a=np.asarray(Image.open('{path.name}')).astype(float); "
-                    f"Image.fromarray((255*(a-a.min())/(np.ptp(a) or 1)).astype('uint8')).convert('RGB').save('{path.stem}_8bit.png')\"")
-            return np.asarray(im.convert("RGB"))
-    except ImageInputError:
-        raise
-    except Exception as err:
-        raise ImageInputError(f"{path}: cannot read the image ({err}); check the file") from err
+__all__ = ["ImageInputError", "predict_files", "list_images"]
 
 
 def list_images(inputs: Sequence[str | Path]) -> list[Path]:
@@ -76,8 +51,15 @@ def list_images(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], out: str | Path, inference: dict[str, Any] | None = None,
-                  device: str = "auto", alpha: float = 0.5, progress: bool = True) -> list[dict[str, Any]]:
+def predict_files(
+    model_dir: str | Path,
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    inference: dict[str, Any] | None = None,
+    device: str = "auto",
+    alpha: float = 0.5,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
     """Segment images with a trained model and write masks and overlays.
 
     Args:
@@ -96,7 +78,6 @@ def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], out: str 
         FileNotFoundError: the model folder lacks its files.
         ImageInputError: unusable inputs (the message names the file); earlier outputs stay written.
     """
-    import cv2
     from tqdm import tqdm
 
     files = list_images(inputs)
@@ -108,20 +89,27 @@ def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], out: str 
     pal = class_palette(info["classes"])
     records = []
     for f in tqdm(files, desc="segbench predict", unit="image", disable=not progress):
-        image = load_rgb(f)
+        image = read_image(f)
         t0 = time.perf_counter()
         labels = segment(model, image, cfg, dev)
         dt = (time.perf_counter() - t0) * 1000
         mask_path = out if single else out / f"{f.stem}_mask.png"
-        overlay_path = mask_path.with_name(f"{mask_path.stem}_overlay.jpg") if single else out / f"{f.stem}_overlay.jpg"
+        overlay_path = (
+            mask_path.with_name(f"{mask_path.stem}_overlay.jpg") if single else out / f"{f.stem}_overlay.jpg"
+        )
         mask_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(mask_path) as tmp:
             Image.fromarray(labels).save(tmp, format="PNG")
-        colours = pal[np.minimum(labels, len(pal) - 1)]
-        overlay = cv2.addWeighted(image, 1 - alpha, colours, alpha, 0)  # uint8 throughout: no float copies
-        del colours
         with atomic_path(overlay_path) as tmp:
-            Image.fromarray(overlay).save(tmp, format="JPEG", quality=90)
-        records.append({"image": str(f), "mask": str(mask_path), "overlay": str(overlay_path),
-                        "height": int(image.shape[0]), "width": int(image.shape[1]), "time_ms": dt})
+            Image.fromarray(overlay(image, labels, pal, alpha)).save(tmp, format="JPEG", quality=90)
+        records.append(
+            {
+                "image": str(f),
+                "mask": str(mask_path),
+                "overlay": str(overlay_path),
+                "height": int(image.shape[0]),
+                "width": int(image.shape[1]),
+                "time_ms": dt,
+            }
+        )
     return records

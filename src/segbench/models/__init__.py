@@ -21,9 +21,20 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from .base import SegmentationModel, load_encoder_weights, load_model_checkpoint
+from .checkpoint import load_trained_model, save_weights
 
-__all__ = ["BACKENDS", "create_model", "SegmentationModel", "load_encoder_weights", "count_parameters",
-           "model_configs", "architecture_config", "TRAINING_KEYS"]
+__all__ = [
+    "BACKENDS",
+    "create_model",
+    "SegmentationModel",
+    "load_encoder_weights",
+    "count_parameters",
+    "model_configs",
+    "architecture_config",
+    "TRAINING_KEYS",
+    "load_trained_model",
+    "save_weights",
+]
 
 #: model-config keys that say how a model starts or trains, not what it is: inference rebuilds the
 #: architecture without them and then loads the trained weights.
@@ -43,7 +54,9 @@ def model_configs() -> dict[str, dict[str, Any]]:
 
     from .. import paths
 
-    return {p.stem: yaml.safe_load(p.read_text()) for p in sorted((paths.config_dir() / "model").glob("*.yaml"))}
+    return {
+        p.stem: yaml.safe_load(p.read_text()) for p in sorted((paths.config_dir() / "model").glob("*.yaml"))
+    }
 
 
 def architecture_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -75,8 +88,10 @@ def create_model(library: str, num_classes: int, **cfg: Any) -> SegmentationMode
     if library not in BACKENDS:
         zoo = model_configs()
         if library not in zoo:
-            raise KeyError(f"unknown model library or model name '{library}'; libraries: {', '.join(BACKENDS)}; "
-                           f"models: {', '.join(zoo)}")
+            raise KeyError(
+                f"unknown model library or model name '{library}'; libraries: {', '.join(BACKENDS)}; "
+                f"models: {', '.join(zoo)}"
+            )
         cfg = {**zoo[library], **cfg}
         library = cfg.pop("library")
     init = cfg.get("init_checkpoint")

