@@ -69,7 +69,8 @@ def import_torchvision() -> types.ModuleType:
     _TORCHVISION_LIB = lib
     log.info(
         "torchvision's C++ extension does not load with this torch (%s); its ops are unavailable, "
-        "models and transforms work (see segbench/_compat.py)", first_error,
+        "models and transforms work (see segbench/_compat.py)",
+        first_error,
     )
     return importlib.import_module("torchvision")
 

@@ -5,7 +5,8 @@ workflow's steps, each runnable alone (the Snakemake rules call them).
     segbench config experiment=camvid_quick ...      print the composed, validated config
     segbench models                                  list the model configs (library, name, parameters)
     segbench predict --model results/<exp>/best photo.jpg -o photo_mask.png    segment images
-    segbench convert | validate | split | train | evaluate | ensemble | aggregate | best | report   (workflow steps)
+    segbench convert | validate | split | train | evaluate | ensemble | aggregate | best | report   (workflow
+    steps)
 """
 
 from __future__ import annotations
@@ -26,15 +27,33 @@ __all__ = ["main"]
 def _cmd_run(args: argparse.Namespace) -> int:
     from . import config, paths
     from .io import write_if_changed
+    from .layout import ExperimentLayout
 
     cfg = config.compose(args.overrides)
     workdir = Path(args.workdir).resolve()
-    cfg_path = workdir / "results" / cfg["name"] / "config.yaml"
-    write_if_changed(cfg_path, "# composed by segbench from config/ with overrides: "
-                     + json.dumps(args.overrides) + "\n" + yaml.safe_dump(cfg, sort_keys=False))
+    exp = ExperimentLayout.named(cfg["name"], workdir / "results")
+    cfg_path = exp.config_yaml
+    write_if_changed(
+        cfg_path,
+        "# composed by segbench from config/ with overrides: "
+        + json.dumps(args.overrides)
+        + "\n"
+        + yaml.safe_dump(cfg, sort_keys=False),
+    )
     root = paths.project_root()
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(paths.snakefile()), "--directory", str(workdir),
-           "--profile", str(root / "workflow" / "profiles" / args.profile), "--configfile", str(cfg_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(paths.snakefile()),
+        "--directory",
+        str(workdir),
+        "--profile",
+        str(root / "workflow" / "profiles" / args.profile),
+        "--configfile",
+        str(cfg_path),
+    ]
     if args.cores:
         cmd += ["--cores", str(args.cores)]
     if args.dry_run:
@@ -46,7 +65,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     _unlock_if_stale(workdir, cmd, env)
     rc = subprocess.call(cmd, env=env)
-    report = workdir / "results" / cfg["name"] / "report" / "index.html"
+    report = exp.report_html
     if rc == 0 and not args.dry_run and report.is_file():
         print(f"segbench: report at {report}", file=sys.stderr)
     return rc
@@ -81,8 +100,12 @@ def _unlock_if_stale(workdir: Path, cmd: list[str], env: dict[str, str]) -> None
     locks = workdir / ".snakemake" / "locks"
     if not locks.is_dir() or not any(locks.iterdir()) or _snakemake_running_in(workdir):
         return
-    print("segbench: removing the lock an interrupted run left in "
-          f"{locks} (no Snakemake process is working in this folder)", file=sys.stderr, flush=True)
+    print(
+        "segbench: removing the lock an interrupted run left in "
+        f"{locks} (no Snakemake process is working in this folder)",
+        file=sys.stderr,
+        flush=True,
+    )
     subprocess.call([c for c in cmd if c != "--dry-run"] + ["--unlock"], env=env, stdout=subprocess.DEVNULL)
 
 
@@ -115,10 +138,16 @@ def _cmd_models(args: argparse.Namespace) -> int:
             n = count_parameters(create_model(num_classes=args.num_classes, **architecture_config(cfg)))
         except Exception as err:  # one broken config must not hide the others
             broken += 1
-            print(f"{cfg.get('library', '?'):<12} {name:<26} unavailable: {type(err).__name__}: {err}", file=sys.stderr)
+            print(
+                f"{cfg.get('library', '?'):<12} {name:<26} unavailable: {type(err).__name__}: {err}",
+                file=sys.stderr,
+            )
             continue
-        print(f"{cfg['library']:<12} {name:<26} {n / 1e6:7.2f}M  {what}{'  (' + ', '.join(start) + ')' if start else ''}",
-              flush=True)
+        print(
+            f"{cfg['library']:<12} {name:<26} {n / 1e6:7.2f}M  "
+            f"{what}{'  (' + ', '.join(start) + ')' if start else ''}",
+            flush=True,
+        )
     return 1 if broken and args.strict else 0
 
 
@@ -149,8 +178,11 @@ def _cmd_convert(args):
         cfg.update(classes_from_file(args.classes))
     cfg.setdefault("name", args.name or Path(out).name)
     meta = convert(cfg, out)
-    print(f"converted {meta['num_images']} images ({len(meta['classes'])} classes: "
-          + ", ".join(f"{c['id']}={c['name']}" for c in meta["classes"]) + f") to {out}")
+    print(
+        f"converted {meta['num_images']} images ({len(meta['classes'])} classes: "
+        + ", ".join(f"{c['id']}={c['name']}" for c in meta["classes"])
+        + f") to {out}"
+    )
     if meta.get("warnings"):
         print(f"{len(meta['warnings'])} warning(s), listed in {Path(out) / 'dataset.json'}")
     return 0
@@ -169,17 +201,29 @@ def _cmd_split(args):
     from .data.splits import make_splits
 
     s = make_splits(args.dataset, load_json(args.config), args.out)
-    print(f"{s['strategy']}: test {len(s['test'])}, folds " + ", ".join(f"{len(f['train'])}/{len(f['val'])}" for f in s["folds"]))
+    print(
+        f"{s['strategy']}: test {len(s['test'])}, folds "
+        + ", ".join(f"{len(f['train'])}/{len(f['val'])}" for f in s["folds"])
+    )
     return 0
 
 
 def _cmd_train(args):
     from .config import load_json
-    from .train import train_model
+    from .training import train_model
 
-    model_cfg = load_json(args.model)
-    info = train_model(args.dataset, args.splits, args.fold, model_cfg, load_json(args.train), load_json(args.augment),
-                       args.out, threads=args.threads)
+    logger = load_json(args.logger) if args.logger else None
+    info = train_model(
+        args.dataset,
+        args.splits,
+        args.fold,
+        load_json(args.model),
+        load_json(args.train),
+        load_json(args.augment),
+        args.out,
+        threads=args.threads,
+        logger_cfg=logger,
+    )
     print(json.dumps(info, indent=2))
     return 0
 
@@ -188,9 +232,13 @@ def _cmd_evaluate(args):
     from .config import load_json
     from .evaluate import evaluate_model
 
-    m = evaluate_model(args.checkpoint, args.dataset, args.splits, load_json(args.config), args.out, threads=args.threads)
-    print(f"{m['model']} fold {m['fold']}: mIoU {m['mIoU']:.4f} mDice {m['mDice']:.4f} aAcc {m['aAcc']:.4f} "
-          f"({m['num_images']} images, {m['time_ms_median']:.0f} ms/image)")
+    m = evaluate_model(
+        args.checkpoint, args.dataset, args.splits, load_json(args.config), args.out, threads=args.threads
+    )
+    print(
+        f"{m['model']} fold {m['fold']}: mIoU {m['mIoU']:.4f} mDice {m['mDice']:.4f} aAcc {m['aAcc']:.4f} "
+        f"({m['num_images']} images, {m['time_ms_median']:.0f} ms/image)"
+    )
     return 0
 
 
@@ -210,8 +258,11 @@ def _cmd_aggregate(args):
     write_record(args.experiment, args.dataset_dir)
     for r in s["models"]:
         flag = "" if r["selectable"] else f"  (not selectable: {r['violations']})"
-        print(f"{r['rank']}. {r['model']:<24} {r['library']:<12} val {s['best']['criterion']:<5} {r['val_score']:.4f}  "
-              f"test mIoU {r['mIoU']:.4f} [{r['mIoU_ci_low']:.4f}, {r['mIoU_ci_high']:.4f}]{flag}")
+        print(
+            f"{r['rank']}. {r['model']:<24} {r['library']:<12} val {s['best']['criterion']:<5} "
+            f"{r['val_score']:.4f}  "
+            f"test mIoU {r['mIoU']:.4f} [{r['mIoU_ci_low']:.4f}, {r['mIoU_ci_high']:.4f}]{flag}"
+        )
     print(f"   majority-class baseline                          test mIoU {s['baseline']['mIoU']:.4f}")
     print(f"selected: {s['best']['model']} ({s['best']['rule']})")
     for c in s["best"]["comparisons"]:
@@ -224,29 +275,33 @@ def _cmd_ensemble(args):
     import torch
 
     from .config import load_json
-    from .ensemble import build_ensemble
-    from .evaluate import device_of, evaluate_loaded, load_trained_model
+    from .ensemble import run_ensemble
 
-    sel = load_json(args.select)
-    ev = load_json(args.config)
-    meta = load_json(args.dataset)
     if args.threads:
         torch.set_num_threads(int(args.threads))
-    folder, _ = build_ensemble(args.experiment, args.models, args.fold, args.folds, int(sel.get("ensemble_top_k", 2)),
-                               sel.get("criterion", "mIoU"), meta.get("background"))
-    device = device_of(ev.get("device", "auto"))
-    model, info = load_trained_model(folder, device)
-    m = evaluate_loaded(model, info, device, args.dataset, args.splits, ev, args.out)
-    print(f"{info['model']['name']} = {' + '.join(info['model']['members'])}: validation mIoU {m['val']['mIoU']:.4f}")
+    m = run_ensemble(
+        args.experiment,
+        args.models,
+        args.fold,
+        args.folds,
+        load_json(args.select),
+        load_json(args.config),
+        args.dataset,
+        args.splits,
+        args.out,
+    )
+    print(f"{m['model']} = {' + '.join(m['members'])}: validation mIoU {m['val']['mIoU']:.4f}")
     return 0
 
 
 def _cmd_check_report(args):
-    from .report_check import check_report
+    from .report.check import check_report
 
     r = check_report(args.report, screenshot=args.screenshot)
-    print(f"{args.report}: {r['images']} pictures, all displayed by Chromium, none empty"
-          + (f"; screenshot {args.screenshot}" if args.screenshot else ""))
+    print(
+        f"{args.report}: {r['images']} pictures, all displayed by Chromium, none empty"
+        + (f"; screenshot {args.screenshot}" if args.screenshot else "")
+    )
     return 0
 
 
@@ -258,17 +313,26 @@ def _cmd_best(args):
     if parity.get("error"):
         print(f"best/: {parity['error']}")
     elif parity:
-        print(f"best/model.onnx: parity {'passed' if parity['passed'] else 'FAILED'}: max |logit diff| "
-              f"{parity.get('max_abs_logit_diff', float('nan')):.2e}, argmax agreement "
-              f"{100 * parity.get('argmax_agreement', 0):.4f} %; dynamic H/W {parity.get('dynamic_hw', {}).get('ok')}")
+        print(
+            f"best/model.onnx: parity {'passed' if parity['passed'] else 'FAILED'}: max |logit diff| "
+            f"{parity.get('max_abs_logit_diff', float('nan')):.2e}, argmax agreement "
+            f"{100 * parity.get('argmax_agreement', 0):.4f} %; dynamic H/W "
+            f"{parity.get('dynamic_hw', {}).get('ok')}"
+        )
     return 0
 
 
 def _cmd_report(args):
     from .config import load_json
-    from .report import render_report
+    from .report.render import render_report
 
-    render_report(args.experiment, args.dataset_dir, load_json(args.config), args.out)
+    render_report(
+        args.experiment,
+        args.dataset_dir,
+        load_json(args.config),
+        args.out,
+        select_cfg=load_json(args.select) if args.select else None,
+    )
     print(f"report written to {args.out}")
     return 0
 
@@ -276,8 +340,15 @@ def _cmd_report(args):
 def _cmd_predict(args):
     from .predict import ImageInputError, predict_files
 
-    inference = {"mode": args.mode, "scale": args.scale, "overlap": args.overlap, "blend": args.blend, "flip": args.flip,
-                 "crop": args.crop, "batch_size": args.batch_size}
+    inference = {
+        "mode": args.mode,
+        "scale": args.scale,
+        "overlap": args.overlap,
+        "blend": args.blend,
+        "flip": args.flip,
+        "crop": args.crop,
+        "batch_size": args.batch_size,
+    }
     try:
         recs = predict_files(args.model, args.images, args.output, inference, device=args.device)
     except ImageInputError as err:
@@ -289,36 +360,61 @@ def _cmd_predict(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="segbench", description="Compare semantic-segmentation models fairly on your data.")
+    """The ``segbench`` command line: the user commands here, the workflow steps in
+    :func:`_add_step_commands`."""
+    p = argparse.ArgumentParser(
+        prog="segbench", description="Compare semantic-segmentation models fairly on your data."
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run the whole workflow (Snakemake) for an experiment")
-    r.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=camvid_quick train.epochs=3")
+    r.add_argument(
+        "overrides", nargs="*", help="Hydra overrides, e.g. experiment=camvid_quick train.epochs=3"
+    )
     r.add_argument("--workdir", default=".", help="where data/ and results/ go (default: current folder)")
     r.add_argument("--cores", type=int, default=None, help="CPU cores for Snakemake (default: the profile's)")
     r.add_argument("--profile", default="default", help="profile in workflow/profiles/ (default, slurm ...)")
     r.add_argument("--dry-run", action="store_true", help="show the jobs without running them")
-    r.add_argument("--snakemake-args", nargs=argparse.REMAINDER, default=[], help="passed to snakemake as they are")
+    r.add_argument(
+        "--snakemake-args", nargs=argparse.REMAINDER, default=[], help="passed to snakemake as they are"
+    )
     r.set_defaults(fn=_cmd_run)
 
     c = sub.add_parser("config", help="print the composed, validated config")
     c.add_argument("overrides", nargs="*")
     c.set_defaults(fn=_cmd_config)
 
-    m = sub.add_parser("models", help="list the model configs (config/model/): library, name, parameter count")
+    m = sub.add_parser(
+        "models", help="list the model configs (config/model/): library, name, parameter count"
+    )
     m.add_argument("--num-classes", type=int, default=11, help="output classes the parameter count assumes")
-    m.add_argument("--library", nargs="+", choices=["smp", "torchvision", "mmseg"], help="only these libraries")
+    m.add_argument(
+        "--library", nargs="+", choices=["smp", "torchvision", "mmseg"], help="only these libraries"
+    )
     m.add_argument("--strict", action="store_true", help="exit 1 when a config does not build")
     m.set_defaults(fn=_cmd_models)
 
     s = sub.add_parser("predict", help="segment images with a trained model: index masks and overlays")
     s.add_argument("images", nargs="+", help="image files and/or folders")
     s.add_argument("--model", required=True, help="results/<experiment>/best, or models/<model>/fold<k>")
-    s.add_argument("-o", "--output", required=True, help="output folder (or, for one image, the mask's .png path)")
-    s.add_argument("--mode", default="resize", choices=["resize", "whole", "slide"],
-                   help="resize (as evaluated; default), whole image, or sliding window (large images)")
+    s.add_argument(
+        "-o", "--output", required=True, help="output folder (or, for one image, the mask's .png path)"
+    )
+    s.add_argument(
+        "--mode",
+        default="resize",
+        choices=["resize", "whole", "slide"],
+        help="resize (as evaluated; default), whole image, or sliding window (large images)",
+    )
     s.add_argument("--scale", type=float, default=1.0, help="whole/slide: rescale the image first")
-    s.add_argument("--crop", type=int, nargs=2, default=None, metavar=("H", "W"), help="slide: window size (default: training size)")
+    s.add_argument(
+        "--crop",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("H", "W"),
+        help="slide: window size (default: training size)",
+    )
     s.add_argument("--overlap", type=float, default=0.5, help="slide: overlap fraction (default 0.5)")
     s.add_argument("--blend", default="mean", choices=["mean", "gaussian"])
     s.add_argument("--flip", action="store_true", help="flip test-time augmentation")
@@ -326,21 +422,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.set_defaults(fn=_cmd_predict)
 
+    _add_dataset_commands(sub)
+    _add_step_commands(sub)
+    return p
+
+
+def _add_dataset_commands(sub) -> None:
+    """Getting data in: ``import-raw``, and the workflow's ``convert``, ``validate``, ``split`` steps."""
     s = sub.add_parser("import-raw", help="copy a raw dataset into the project (DVC's raw-data stage)")
     s.add_argument("--src", default=None, help="raw dataset folder (default: $SEGBENCH_SHARED/data/camvid)")
     s.add_argument("--out", required=True, help="e.g. data/raw/camvid")
     s.set_defaults(fn=_cmd_import_raw)
 
     s = sub.add_parser(
-        "convert", help="raw annotations -> canonical dataset",
+        "convert",
+        help="raw annotations -> canonical dataset",
         description="Convert annotations into the canonical dataset (images/, masks/, dataset.json). "
-                    "Either SRC OUT with --format, or --config dataset.json --out OUT (the workflow's form).")
+        "Either SRC OUT with --format, or --config dataset.json --out OUT (the workflow's form).",
+    )
     s.add_argument("src", nargs="?", help="the annotation folder (or COCO JSON / CVAT XML file)")
-    s.add_argument("out_pos", nargs="?", metavar="out", help="output folder, replaced only when conversion succeeds")
+    s.add_argument(
+        "out_pos", nargs="?", metavar="out", help="output folder, replaced only when conversion succeeds"
+    )
     s.add_argument("--format", default=None, help="masks | palette | labelme | labelme-xml | coco | cvat")
-    s.add_argument("--classes", default=None,
-                   help="label list fixing class ids: one name per line (labelme's labels.txt: __ignore__, "
-                        "_background_) or YAML/JSON")
+    s.add_argument(
+        "--classes",
+        default=None,
+        help="label list fixing class ids: one name per line (labelme's labels.txt: __ignore__, "
+        "_background_) or YAML/JSON",
+    )
     s.add_argument("--name", default=None, help="dataset name (default: OUT's folder name)")
     s.add_argument("--config", default=None, help="dataset config (JSON), as the workflow writes it")
     s.add_argument("--out", default=None, help="data/processed/<dataset>")
@@ -357,11 +467,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.set_defaults(fn=_cmd_split)
 
+
+def _add_step_commands(sub) -> None:
+    """The workflow's model steps, one subcommand each (what the rules in ``workflow/rules/`` call)."""
     s = sub.add_parser("train", help="train one model on one fold")
     for a in ("dataset", "splits", "model", "train", "augment", "out"):
         s.add_argument(f"--{a}", required=True)
     s.add_argument("--fold", type=int, required=True)
     s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--logger", default=None, help="logger config (JSON): csv | tensorboard | mlflow | none")
     s.set_defaults(fn=_cmd_train)
 
     s = sub.add_parser("evaluate", help="evaluate one trained model on the test split")
@@ -370,16 +484,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=None)
     s.set_defaults(fn=_cmd_evaluate)
 
-    s = sub.add_parser("aggregate", help="summary.csv/json, selection.json (selection on validation, paired tests)")
+    s = sub.add_parser(
+        "aggregate", help="summary.csv/json, selection.json (selection on validation, paired tests)"
+    )
     s.add_argument("--experiment", required=True)
     s.add_argument("--dataset-dir", required=True)
     s.add_argument("--folds", type=int, required=True)
     s.add_argument("--model-configs", nargs="+", required=True)
     s.add_argument("--select", default=None, help="select config (JSON)")
-    s.add_argument("--ensembles", nargs="*", default=[], help="ensemble candidates evaluated by segbench ensemble")
+    s.add_argument(
+        "--ensembles", nargs="*", default=[], help="ensemble candidates evaluated by segbench ensemble"
+    )
     s.set_defaults(fn=_cmd_aggregate)
 
-    s = sub.add_parser("ensemble", help="softmax-average the top-k models (on validation) of one fold and evaluate it")
+    s = sub.add_parser(
+        "ensemble", help="softmax-average the top-k models (on validation) of one fold and evaluate it"
+    )
     for a in ("experiment", "dataset", "splits", "select", "config", "out"):
         s.add_argument(f"--{a}", required=True)
     s.add_argument("--fold", type=int, required=True)
@@ -388,14 +508,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=None)
     s.set_defaults(fn=_cmd_ensemble)
 
-    s = sub.add_parser("best", help="package the selected model in best/ (weights, config, ONNX + parity, model card)")
+    s = sub.add_parser(
+        "best", help="package the selected model in best/ (weights, config, ONNX + parity, model card)"
+    )
     s.add_argument("--experiment", required=True)
     s.add_argument("--dataset-dir", required=True)
     s.add_argument("--select", required=True, help="select config (JSON)")
     s.add_argument("--evaluate", required=True, help="evaluate config (JSON)")
     s.set_defaults(fn=_cmd_best)
 
-    s = sub.add_parser("check-report", help="check a report in headless Chromium: every picture shows, none is empty")
+    s = sub.add_parser(
+        "check-report", help="check a report in headless Chromium: every picture shows, none is empty"
+    )
     s.add_argument("report", help="results/<experiment>/report/index.html")
     s.add_argument("--screenshot", default=None, help="keep the full-page screenshot here (PNG)")
     s.set_defaults(fn=_cmd_check_report)
@@ -404,9 +528,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--experiment", required=True)
     s.add_argument("--dataset-dir", required=True)
     s.add_argument("--config", required=True)
+    s.add_argument(
+        "--select", default=None, help="select config (JSON): the bootstrap resamples stated on the page"
+    )
     s.add_argument("--out", required=True)
     s.set_defaults(fn=_cmd_report)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -416,7 +542,8 @@ def main(argv: list[str] | None = None) -> int:
     """
     from .config import ConfigError
     from .data.convert import DatasetError
-    from .report_check import ReportCheckError
+    from .records import RecordError
+    from .report.check import ReportCheckError
 
     args = build_parser().parse_args(argv)
     # progress bars and logs reach a piped log (Snakemake's `| tee`) as they happen
@@ -427,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
         args.src = str(shared_dir() / "data" / "camvid")
     try:
         return int(args.fn(args) or 0)
-    except (ConfigError, DatasetError, FileNotFoundError, ReportCheckError) as err:
+    except (ConfigError, DatasetError, FileNotFoundError, RecordError, ReportCheckError) as err:
         print(f"segbench {args.command}: error: {err}", file=sys.stderr)
         return 2
 

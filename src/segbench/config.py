@@ -1,7 +1,8 @@
 """Compose, resolve and validate an experiment's config (Hydra + JSON schema).
 
 An experiment is composed by Hydra from the groups in ``config/`` (dataset, split, train, augment,
-evaluate, report, experiment). ``models`` is a list of names of ``config/model/*.yaml`` files; each is
+evaluate, report, select, logger, experiment). ``models`` is a list of names of ``config/model/*.yaml``
+files; each is
 composed from that group and merged with ``model_overrides.<name>``, giving ``cfg.model[<name>]``.
 The result is a plain dict, validated against ``workflow/schemas/config.schema.yaml``.
 """
@@ -19,7 +20,7 @@ from omegaconf import OmegaConf
 
 from . import paths
 
-__all__ = ["ConfigError", "compose", "resolve", "validate", "job_configs", "available", "start_weight_files"]
+__all__ = ["ConfigError", "compose", "resolve", "validate", "job_configs", "available"]
 
 
 class ConfigError(ValueError):
@@ -91,7 +92,9 @@ def resolve(raw: dict[str, Any], model_configs: dict[str, dict[str, Any]]) -> di
         merged = OmegaConf.merge(OmegaConf.create(mcfg), OmegaConf.create(overrides.get(name, {})))
         cfg["model"][name] = OmegaConf.to_container(merged, resolve=True)
     validate(cfg)
-    for name, mcfg in cfg["model"].items():  # a model's own training changes: the merged recipe must be valid too
+    for name, mcfg in cfg[
+        "model"
+    ].items():  # a model's own training changes: the merged recipe must be valid too
         if mcfg.get("train"):
             try:
                 validate(dict(cfg, train={**cfg["train"], **mcfg["train"]}))
@@ -132,9 +135,11 @@ def job_configs(cfg: dict[str, Any]) -> dict[str, Any]:
     changing one model retrains that model only and a report option retrains nothing.
 
     Returns:
-        ``{"dataset": ..., "split": ..., "train": ..., "augment": ..., "evaluate": ..., "report": ..., "select": ...,
-        "models": {name: ...}}``; ``split`` and ``train`` carry the experiment's seed, ``train`` and
-        ``evaluate`` its device and the training image size.
+        ``{"dataset": ..., "split": ..., "train": ..., "augment": ..., "evaluate": ..., "report": ...,
+        "select": ..., "logger": ..., "models": {name: ...}}``; ``split`` and ``train`` carry the
+        experiment's seed, ``train`` and ``evaluate`` its device and the training image size.
+        ``logger`` is read by training jobs but is not one of their inputs (tracking is not what a
+        model depends on).
     """
     train = dict(cfg["train"], seed=cfg["seed"], device=cfg["device"])
     return {
@@ -142,31 +147,17 @@ def job_configs(cfg: dict[str, Any]) -> dict[str, Any]:
         "split": dict(cfg["split"], seed=cfg["seed"]),
         "train": train,
         "augment": cfg["augment"],
-        "evaluate": dict(cfg["evaluate"], device=cfg["device"], image_size=cfg["train"]["image_size"],
-                         normalize=cfg["augment"]["normalize"]),
+        "evaluate": dict(
+            cfg["evaluate"],
+            device=cfg["device"],
+            image_size=cfg["train"]["image_size"],
+            normalize=cfg["augment"]["normalize"],
+        ),
         "report": dict(cfg["report"], name=cfg["name"]),
         "select": dict(cfg["select"], seed=cfg["seed"]),
+        "logger": dict(cfg.get("logger") or {"name": "none"}, experiment=cfg["name"]),
         "models": {name: dict(m, name=name) for name, m in cfg["model"].items()},
     }
-
-
-def start_weight_files(model_cfg: dict[str, Any]) -> list[str]:
-    """The local files a model's training starts from: its ``init_checkpoint`` (a folder means the
-    ``model.safetensors`` in it) and its ``encoder_weights`` when that is a path, not a weights name.
-
-    The workflow makes them inputs of the training job (their content decides staleness) and the
-    training job's resume fingerprint hashes them. ``[]`` when the model starts from a name or scratch.
-    """
-    from .models.weights import is_weights_path
-
-    files = []
-    init = model_cfg.get("init_checkpoint")
-    if init:
-        files.append(str(init) if str(init).endswith(".safetensors") else str(Path(init) / "model.safetensors"))
-    enc = model_cfg.get("encoder_weights")
-    if is_weights_path(enc):
-        files.append(str(Path(str(enc)).expanduser()))
-    return files
 
 
 def dump_json(obj: Any) -> str:
@@ -175,8 +166,15 @@ def dump_json(obj: Any) -> str:
 
 
 def load_json(path: str | Path) -> dict[str, Any]:
-    """Read a JSON file written by segbench; the error names the file when it is not valid JSON."""
+    """Read a JSON file written by segbench (a step's config slice); the error names the file.
+
+    Raises:
+        FileNotFoundError: no such file (names it).
+        ConfigError: not valid JSON (names the file and the fix).
+    """
+    from .records import RecordError, read_json
+
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}: not valid JSON ({err}); delete it and rerun the step that writes it") from err
+        return read_json(path)
+    except RecordError as err:
+        raise ConfigError(str(err)) from err

@@ -50,7 +50,9 @@ class InferenceConfig:
 
     image_size: Sequence[int]
     mode: str = "resize"
-    normalize: dict[str, Any] = field(default_factory=lambda: {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)})
+    normalize: dict[str, Any] = field(
+        default_factory=lambda: {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+    )
     scale: float = 1.0
     crop: Sequence[int] | None = None
     overlap: float = 0.5
@@ -70,11 +72,19 @@ class InferenceConfig:
             raise ValueError(f"scale {self.scale} must be > 0")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], image_size: Sequence[int], normalize: dict[str, Any] | None = None) -> InferenceConfig:
+    def from_dict(
+        cls, d: dict[str, Any], image_size: Sequence[int], normalize: dict[str, Any] | None = None
+    ) -> InferenceConfig:
         """Build from a config dict (unknown keys ignored), with the model's training size/normalisation."""
         keys = {"mode", "scale", "crop", "overlap", "blend", "flip", "batch_size", "size_divisor"}
         kw = {k: v for k, v in d.items() if k in keys and v is not None}
-        return cls(image_size=list(image_size), normalize=normalize or d.get("normalize") or cls.__dataclass_fields__["normalize"].default_factory(), **kw)
+        return cls(
+            image_size=list(image_size),
+            normalize=normalize
+            or d.get("normalize")
+            or cls.__dataclass_fields__["normalize"].default_factory(),
+            **kw,
+        )
 
 
 def window_starts(length: int, window: int, stride: int) -> list[int]:
@@ -92,8 +102,11 @@ def _normalize(tile: np.ndarray, norm: dict[str, Any]) -> np.ndarray:
     """The same albumentations ``Normalize`` the model was trained with (``float32[h, w, 3]``)."""
     import albumentations as A
 
-    t = A.Normalize(mean=norm.get("mean", (0.485, 0.456, 0.406)), std=norm.get("std", (0.229, 0.224, 0.225)),
-                    max_pixel_value=norm.get("max_pixel_value", 255.0))
+    t = A.Normalize(
+        mean=norm.get("mean", (0.485, 0.456, 0.406)),
+        std=norm.get("std", (0.229, 0.224, 0.225)),
+        max_pixel_value=norm.get("max_pixel_value", 255.0),
+    )
     return t(image=tile)["image"].astype(np.float32, copy=False)
 
 
@@ -139,8 +152,14 @@ def upsample_argmax(logits: torch.Tensor, height: int, width: int, strip_rows: i
         y1 = min(height, y0 + strip_rows)
         ys = torch.clamp((torch.arange(y0, y1, dtype=torch.float64) + 0.5) * h / height - 0.5, 0, h - 1)
         gy = (ys * 2 + 1) / h - 1
-        grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)[None].to(logits.dtype).to(logits.device)
-        strip = torch.nn.functional.grid_sample(logits, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        grid = (
+            torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)[None]
+            .to(logits.dtype)
+            .to(logits.device)
+        )
+        strip = torch.nn.functional.grid_sample(
+            logits, grid, mode="bilinear", padding_mode="border", align_corners=False
+        )
         out[y0:y1] = strip[0].argmax(0).cpu().numpy()
     return out
 
@@ -173,7 +192,9 @@ def _resize_labels(labels: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 @torch.inference_mode()
-def segment(model: torch.nn.Module, image: np.ndarray, cfg: InferenceConfig, device: str = "cpu") -> np.ndarray:
+def segment(
+    model: torch.nn.Module, image: np.ndarray, cfg: InferenceConfig, device: str = "cpu"
+) -> np.ndarray:
     """Class indices for one RGB image at its own size.
 
     Args:

@@ -25,8 +25,15 @@ def _umask() -> int:
     return mask
 
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "write_if_changed", "sha256_file",
-           "atomic_dir", "to_jsonable"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_text",
+    "atomic_write_json",
+    "write_if_changed",
+    "sha256_file",
+    "atomic_dir",
+    "to_jsonable",
+]
 
 
 @contextlib.contextmanager

@@ -24,7 +24,15 @@ import hashlib
 import importlib.metadata
 from pathlib import Path
 
-__all__ = ["STEPS", "module_closure", "code_fingerprint", "package_versions", "write_record", "default_output_cache", "LIBRARIES"]
+__all__ = [
+    "STEPS",
+    "module_closure",
+    "code_fingerprint",
+    "package_versions",
+    "write_record",
+    "default_output_cache",
+    "LIBRARIES",
+]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -33,19 +41,38 @@ STEPS = {
     "convert": ("data/convert",),
     "validate": ("data/validate",),
     "split": ("data/splits",),
-    "train": ("train",),
+    "train": ("training",),
     "evaluate": ("evaluate",),
     "ensemble": ("ensemble", "evaluate"),
     "aggregate": ("aggregate", "provenance"),
     "best": ("best",),
-    "report": ("report",),
+    "report": ("report/render",),
 }
 
 # libraries whose version can change trained weights or predictions (installed versions are not part
-# of Snakemake's cache key; see ../shared/ENVIRONMENT.md)
-LIBRARIES = ("torch", "torchvision", "segmentation-models-pytorch", "timm", "mmsegmentation", "mmengine", "mmcv", "mmcv-lite",
-             "lightning", "albumentations", "numpy", "pillow", "opencv-python", "opencv-python-headless", "safetensors", "onnx",
-             "onnxruntime", "pycocotools", "scipy", "pandas")
+# of Snakemake's cache key: docs/reproducibility.md)
+LIBRARIES = (
+    "torch",
+    "torchvision",
+    "segmentation-models-pytorch",
+    "timm",
+    "mmsegmentation",
+    "mmengine",
+    "mmcv",
+    "mmcv-lite",
+    "lightning",
+    "albumentations",
+    "numpy",
+    "pillow",
+    "opencv-python",
+    "opencv-python-headless",
+    "safetensors",
+    "onnx",
+    "onnxruntime",
+    "pycocotools",
+    "scipy",
+    "pandas",
+)
 _USES_LIBRARIES = {"train", "evaluate", "ensemble", "best", "convert", "aggregate"}
 
 
@@ -66,8 +93,16 @@ def _imports(path: Path) -> frozenset[Path]:
     found: set[Path] = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         targets: list[list[str]] = []
-        if (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"
-                and node.args and not isinstance(node.args[0], ast.Constant)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.endswith(".j2"):
+            template = PACKAGE_DIR / "report" / "templates" / node.value
+            if template.is_file():  # a template this module renders: its text is part of the step
+                found.add(template)
+        if (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"
+            and node.args
+            and not isinstance(node.args[0], ast.Constant)
+        ):
             # a module chosen at run time (the model registry's backends): every module of its package
             found.update(p for p in path.parent.glob("*.py") if p != path)
         elif isinstance(node, ast.Import):
@@ -79,7 +114,7 @@ def _imports(path: Path) -> frozenset[Path]:
                 base = []
             else:
                 continue
-            mod = base + (node.module.split(".")[0 if node.level else 1:] if node.module else [])
+            mod = base + (node.module.split(".")[0 if node.level else 1 :] if node.module else [])
             targets = [mod] + [mod + [a.name] for a in node.names]  # `from . import x` may name a module
         for t in targets:
             f = _module_file(t)
@@ -95,8 +130,9 @@ def _imports(path: Path) -> frozenset[Path]:
 
 
 def module_closure(*entries: str) -> list[Path]:
-    """Every segbench source file that the ``entries`` (e.g. ``"train"``, ``"data/convert"``) import,
-    directly or through other segbench modules, themselves and ``cli.py`` included; sorted.
+    """Every segbench source file that the ``entries`` (e.g. ``"training"``, ``"data/convert"``) import,
+    directly or through other segbench modules, themselves and ``cli.py`` included, plus the Jinja2
+    templates they render (a ``"<name>.j2"`` string in a module names ``report/templates/<name>.j2``); sorted.
 
     Raises:
         ValueError: an entry is not a module of the package.
@@ -113,7 +149,7 @@ def module_closure(*entries: str) -> list[Path]:
         if f in seen:
             continue
         seen.add(f)
-        if f.name != "cli.py":  # cli imports every step lazily; only its own argument parsing matters
+        if f.suffix == ".py" and f.name != "cli.py":  # cli imports every step lazily
             todo.extend(_imports(f) - seen)
     return sorted(seen)
 
@@ -158,30 +194,37 @@ def write_record(experiment_dir: str | Path, dataset_dir: str | Path) -> dict:
     ``config.yaml`` beside it; each training job also records its versions in ``train_meta.json``.
     Written atomically; returns the record.
     """
-    import json
     import platform
     import sys
 
     from . import __version__
     from .io import atomic_write_json, sha256_file
+    from .layout import DatasetLayout, ExperimentLayout
+    from .records import read_dataset
 
-    exp, ds = Path(experiment_dir), Path(dataset_dir)
-    meta = json.loads((ds / "dataset.json").read_text())
+    exp, ds = ExperimentLayout(experiment_dir), DatasetLayout(dataset_dir)
+    meta = read_dataset(ds.dataset_json)
     record = {
         "segbench": __version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "packages": package_versions(),
         "code": {step: code_fingerprint(step) for step in STEPS},
-        "config_sha256": sha256_file(exp / "config.yaml") if (exp / "config.yaml").is_file() else None,
-        "splits_sha256": sha256_file(exp / "splits.json"),
-        "dataset": {"name": meta.get("name"), "num_images": meta.get("num_images"),
-                    "dataset_json_sha256": sha256_file(ds / "dataset.json"),
-                    "files_sha256": hashlib.sha256("".join(
-                        f"{sid}:{e.get('image_sha256')}:{e.get('mask_sha256')}\n"
-                        for sid, e in sorted(meta["manifest"].items())).encode()).hexdigest()},
+        "config_sha256": sha256_file(exp.config_yaml) if exp.config_yaml.is_file() else None,
+        "splits_sha256": sha256_file(exp.splits),
+        "dataset": {
+            "name": meta.get("name"),
+            "num_images": meta.get("num_images"),
+            "dataset_json_sha256": sha256_file(ds.dataset_json),
+            "files_sha256": hashlib.sha256(
+                "".join(
+                    f"{sid}:{e.get('image_sha256')}:{e.get('mask_sha256')}\n"
+                    for sid, e in sorted(meta["manifest"].items())
+                ).encode()
+            ).hexdigest(),
+        },
     }
-    atomic_write_json(exp / "provenance.json", record)
+    atomic_write_json(exp.provenance, record)
     return record
 
 
@@ -191,6 +234,10 @@ def default_output_cache(workdir: str | Path = ".") -> Path:
     when it builds the DAG). Created if missing; returned as an absolute path."""
     import os
 
-    path = Path(os.environ.setdefault("SNAKEMAKE_OUTPUT_CACHE", str(Path(workdir, ".snakemake", "output-cache").resolve())))
+    path = Path(
+        os.environ.setdefault(
+            "SNAKEMAKE_OUTPUT_CACHE", str(Path(workdir, ".snakemake", "output-cache").resolve())
+        )
+    )
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -1,4 +1,4 @@
-"""Raw annotations -> the canonical dataset of DESIGN.md section 3.
+"""Raw annotations -> the canonical dataset (docs/annotations.md; docs/design.md, "Canonical dataset").
 
 Canonical layout (``data/processed/<dataset>/``)::
 
@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..io import atomic_dir, atomic_write_json, sha256_file
+from ..io import atomic_dir, sha256_file
+from ..records import write_dataset
 from .errors import DatasetError
 from .importers import get_importer, normalise_format
 from .importers.common import BOMB, ClassTable, Problems, Sample, read_class_file
@@ -41,8 +42,15 @@ from .importers.masks import IMAGE_EXTS, pair_mask_folder, remap_mask
 #: (class masks are long runs, a few tens of kB per megapixel either way).
 PNG_LEVEL = 1
 
-__all__ = ["DatasetError", "convert", "list_sources", "pair_mask_folder", "remap_mask", "IMAGE_EXTS",
-           "classes_from_file"]
+__all__ = [
+    "DatasetError",
+    "convert",
+    "list_sources",
+    "pair_mask_folder",
+    "remap_mask",
+    "IMAGE_EXTS",
+    "classes_from_file",
+]
 
 
 def _group(cfg: dict[str, Any], sid: str) -> str:
@@ -51,7 +59,9 @@ def _group(cfg: dict[str, Any], sid: str) -> str:
         return sid
     m = re.search(rx, sid)
     if not m:
-        raise DatasetError([f"id '{sid}': dataset.group_regex '{rx}' does not match it; fix the regex or rename the file"])
+        raise DatasetError(
+            [f"id '{sid}': dataset.group_regex '{rx}' does not match it; fix the regex or rename the file"]
+        )
     return m.group(1) if m.groups() else m.group(0)
 
 
@@ -69,9 +79,11 @@ def _merge_duplicate_groups(manifest: dict[str, Any], problems: Problems) -> Non
         for entry in manifest.values():
             if entry["group"] in merge:
                 entry["group"] = target
-        problems.warn(f"images {', '.join(manifest[sid]['source_image'] for sid in ids)} are byte-identical: kept in "
-                      f"one group ('{target}') so a split never puts copies on both sides; delete the duplicates if "
-                      f"they are not intended")
+        problems.warn(
+            f"images {', '.join(manifest[sid]['source_image'] for sid in ids)} are byte-identical: kept in "
+            f"one group ('{target}') so a split never puts copies on both sides; delete the duplicates if "
+            f"they are not intended"
+        )
 
 
 def import_raw(src: str | Path, out: str | Path) -> Path:
@@ -85,8 +97,12 @@ def import_raw(src: str | Path, out: str | Path) -> Path:
 
     src = Path(src)
     if not src.is_dir():
-        raise DatasetError([f"{src}: raw dataset folder not found; set SEGBENCH_SHARED to the folder holding "
-                            "data/<name>, or dataset.root to your data"])
+        raise DatasetError(
+            [
+                f"{src}: raw dataset folder not found; set SEGBENCH_SHARED to the folder holding "
+                "data/<name>, or dataset.root to your data"
+            ]
+        )
     with atomic_dir(out) as tmp:
         shutil.copytree(src, tmp, dirs_exist_ok=True)
     return Path(out)
@@ -100,7 +116,11 @@ def ensure_raw(cfg: dict[str, Any]) -> bool:
         return False
     import sys
 
-    print(f"segbench: copying the raw dataset {src} to {root} (once; DVC versions it there)", file=sys.stderr, flush=True)
+    print(
+        f"segbench: copying the raw dataset {src} to {root} (once; DVC versions it there)",
+        file=sys.stderr,
+        flush=True,
+    )
     import_raw(src, root)
     return True
 
@@ -125,8 +145,11 @@ def classes_from_file(path: str | Path) -> dict[str, Any]:
     if bg is None:
         names = ["background", *names]
         bg = 0
-    return {"classes": [{"id": i, "name": n, "color": None} for i, n in enumerate(names)],
-            "background": bg, "ignore_labels": ignore}
+    return {
+        "classes": [{"id": i, "name": n, "color": None} for i, n in enumerate(names)],
+        "background": bg,
+        "ignore_labels": ignore,
+    }
 
 
 def _write_sample(s: Sample, tmp: Path, dtype: Any) -> tuple[dict[str, Any] | None, str | None]:
@@ -149,18 +172,24 @@ def _write_sample(s: Sample, tmp: Path, dtype: Any) -> tuple[dict[str, Any] | No
     except Exception as err:
         return None, f"{s.image or src}: cannot read image ({err}); replace or remove it"
     if ext not in IMAGE_EXTS:
-        return None, (f"{s.image or src}: image type '{ext}' is not one segbench reads "
-                      f"({', '.join(sorted(IMAGE_EXTS))}); convert the image")
+        return None, (
+            f"{s.image or src}: image type '{ext}' is not one segbench reads "
+            f"({', '.join(sorted(IMAGE_EXTS))}); convert the image"
+        )
     if s.mask.shape != (height, width):
-        return None, (f"{src}: mask is {s.mask.shape[1]}x{s.mask.shape[0]} but image "
-                      f"{Path(s.image).name if s.image else s.id} is {width}x{height}; masks must have "
-                      f"the image's width and height")
+        return None, (
+            f"{src}: mask is {s.mask.shape[1]}x{s.mask.shape[0]} but image "
+            f"{Path(s.image).name if s.image else s.id} is {width}x{height}; masks must have "
+            f"the image's width and height"
+        )
     img_name = f"{s.id}{ext}"
     if s.image is not None:
         shutil.copyfile(s.image, tmp / "images" / img_name)
     else:
         (tmp / "images" / img_name).write_bytes(s.image_bytes)
-    Image.fromarray(s.mask.astype(dtype, copy=False)).save(tmp / "masks" / f"{s.id}.png", compress_level=PNG_LEVEL)
+    Image.fromarray(s.mask.astype(dtype, copy=False)).save(
+        tmp / "masks" / f"{s.id}.png", compress_level=PNG_LEVEL
+    )
     return {
         "image": f"images/{img_name}",
         "mask": f"masks/{s.id}.png",
@@ -187,6 +216,64 @@ def _pixel_limit(max_pixels: int | None):
             yield
     finally:
         Image.MAX_IMAGE_PIXELS = old
+
+
+def _class_table(cfg: dict[str, Any], importer, fmt: str) -> ClassTable:
+    """The class table of the config, with the labels the annotation files name when it lists none.
+
+    Raises:
+        DatasetError: the format stores no class names and the config lists none.
+    """
+    found = None if cfg.get("classes") else importer.labels(cfg)
+    if found is None and not cfg.get("classes"):
+        raise DatasetError(
+            [
+                f"dataset.format '{fmt}' stores no class names: list them in dataset.classes "
+                f"([{{id, name, color}}]) or pass --classes FILE"
+            ]
+        )
+    return ClassTable.build(cfg, found)
+
+
+def _annotated_twice(s, sources_of: dict[str, str], seen_image: dict[str, str], problems: Problems) -> bool:
+    """Whether the sample's id or image file was already annotated by another file (an error noted);
+    otherwise remember it."""
+    src = str(s.source)
+    if s.id in sources_of:
+        problems.error(
+            f"{src}: image id '{s.id}' is also annotated by {sources_of[s.id]}; "
+            f"keep one annotation file per image (merge or delete one)"
+        )
+        return True
+    sources_of[s.id] = src
+    if s.image is not None:
+        key = str(Path(s.image).resolve())
+        if key in seen_image and seen_image[key] != src:
+            problems.error(
+                f"{src}: image {s.image} is also annotated by {seen_image[key]}; keep one "
+                f"annotation file per image (merge or delete one)"
+            )
+            return True
+        seen_image[key] = src
+    return False
+
+
+def _dataset_meta(cfg, fmt: str, name: str, table: ClassTable, dtype, manifest, problems: Problems) -> dict:
+    """The ``dataset.json`` content (format version 1)."""
+    return {
+        "name": name,
+        "format_version": 1,
+        "source_format": fmt,
+        "source_root": str(cfg["root"]),
+        "licence": cfg.get("licence"),
+        "classes": [{"id": int(c["id"]), "name": c["name"], "color": c.get("color")} for c in table.classes],
+        "ignore_index": table.ignore_index,
+        "background": table.background,
+        "mask_dtype": np.dtype(dtype).name,
+        "num_images": len(manifest),
+        "warnings": problems.warnings,
+        "manifest": dict(sorted(manifest.items())),
+    }
 
 
 def convert(cfg: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
@@ -216,11 +303,7 @@ def convert(cfg: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
     problems = Problems()
     out_dir = Path(out_dir)
     with _pixel_limit(cfg.get("max_image_pixels")):
-        found = None if cfg.get("classes") else importer.labels(cfg)
-        if found is None and not cfg.get("classes"):
-            raise DatasetError([f"dataset.format '{fmt}' stores no class names: list them in dataset.classes "
-                                f"([{{id, name, color}}]) or pass --classes FILE"])
-        table = ClassTable.build(cfg, found)
+        table = _class_table(cfg, importer, fmt)
         n_max = max([int(c["id"]) for c in table.classes] + [table.ignore_index])
         dtype = np.uint8 if n_max <= 255 else np.uint16
         manifest: dict[str, Any] = {}
@@ -242,19 +325,8 @@ def convert(cfg: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
                     manifest[sid] = entry
 
             for s in importer.samples({**cfg, "format": fmt}, table, problems):
-                src = str(s.source)
-                if s.id in sources_of:
-                    problems.error(f"{src}: image id '{s.id}' is also annotated by {sources_of[s.id]}; "
-                                   f"keep one annotation file per image (merge or delete one)")
+                if _annotated_twice(s, sources_of, seen_image, problems):
                     continue
-                sources_of[s.id] = src
-                if s.image is not None:
-                    key = str(Path(s.image).resolve())
-                    if key in seen_image and seen_image[key] != src:
-                        problems.error(f"{src}: image {s.image} is also annotated by {seen_image[key]}; keep one "
-                                       f"annotation file per image (merge or delete one)")
-                        continue
-                    seen_image[key] = src
                 pending.append((s.id, pool.submit(_write_sample, s, tmp, dtype)))
                 while len(pending) > 2 * workers:  # bounded memory: a few masks in flight
                     finish_one()
@@ -263,27 +335,19 @@ def convert(cfg: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
             _merge_duplicate_groups(manifest, problems)
             problems.errors.extend(table.unknown_problems())
             if not manifest and not problems.errors:
-                problems.error(f"{cfg.get('root')}: no images found for dataset.format '{fmt}'; check dataset.root "
-                               f"and the format (an empty dataset cannot be trained)")
+                problems.error(
+                    f"{cfg.get('root')}: no images found for dataset.format '{fmt}'; check dataset.root "
+                    f"and the format (an empty dataset cannot be trained)"
+                )
             if problems.errors:
                 raise DatasetError(problems.errors, header=f"cannot convert dataset '{name}'")
-            meta = {
-                "name": name,
-                "format_version": 1,
-                "source_format": fmt,
-                "source_root": str(cfg["root"]),
-                "licence": cfg.get("licence"),
-                "classes": [{"id": int(c["id"]), "name": c["name"], "color": c.get("color")} for c in table.classes],
-                "ignore_index": table.ignore_index,
-                "background": table.background,
-                "mask_dtype": np.dtype(dtype).name,
-                "num_images": len(manifest),
-                "warnings": problems.warnings,
-                "manifest": dict(sorted(manifest.items())),
-            }
-            atomic_write_json(tmp / "dataset.json", meta)
+            meta = _dataset_meta(cfg, fmt, name, table, dtype, manifest, problems)
+            write_dataset(tmp / "dataset.json", meta)
     for w in problems.warnings[:20]:
         print(f"warning: {w}", file=sys.stderr)
     if len(problems.warnings) > 20:
-        print(f"warning: ... and {len(problems.warnings) - 20} more (dataset.json lists them all)", file=sys.stderr)
+        print(
+            f"warning: ... and {len(problems.warnings) - 20} more (dataset.json lists them all)",
+            file=sys.stderr,
+        )
     return meta

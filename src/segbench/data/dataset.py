@@ -1,7 +1,8 @@
 """The torch Dataset over a canonical dataset, with albumentations transforms.
 
-Images are read with PIL (RGB, EXIF orientation honoured), masks as class indices. The transform
-pipeline is: resize to the training size (image: bilinear, mask: nearest) -> the configured
+Images and masks are read by :mod:`segbench.images` (the reader evaluation and ``segbench predict``
+use: RGB, EXIF orientation applied), masks as class indices. The transform pipeline is: resize to the
+training size (image: bilinear, mask: nearest) -> the configured
 augmentations -> normalisation -> CHW float32 tensor.
 """
 
@@ -14,7 +15,8 @@ from typing import Any
 import albumentations as A
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+
+from ..images import read_image, read_mask
 
 __all__ = ["SegmentationDataset", "build_transform", "read_image", "read_mask", "seed_worker"]
 
@@ -32,20 +34,9 @@ def seed_worker(worker_id: int) -> None:
         transform.set_random_seed(int(info.seed % 2**32))
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as ``uint8[H, W, 3]`` RGB, applying its EXIF orientation."""
-    with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im)
-        return np.asarray(im.convert("RGB"))
-
-
-def read_mask(path: str | Path) -> np.ndarray:
-    """Read a canonical mask as ``int64[H, W]`` class indices."""
-    with Image.open(path) as im:
-        return np.asarray(im).astype(np.int64)
-
-
-def build_transform(augment: dict[str, Any], image_size: Sequence[int], train: bool, seed: int | None = None) -> A.Compose:
+def build_transform(
+    augment: dict[str, Any], image_size: Sequence[int], train: bool, seed: int | None = None
+) -> A.Compose:
     """albumentations pipeline from the ``augment`` config.
 
     Args:
@@ -67,15 +58,22 @@ def build_transform(augment: dict[str, Any], image_size: Sequence[int], train: b
             name = spec.pop("name")
             cls = getattr(A, name, None)
             if cls is None or not isinstance(cls, type):
-                raise ValueError(f"augment.train: '{name}' is not an albumentations transform "
-                                 f"(see https://albumentations.ai/docs/api-reference/)")
+                raise ValueError(
+                    f"augment.train: '{name}' is not an albumentations transform "
+                    f"(see https://albumentations.ai/docs/api-reference/)"
+                )
             try:
                 steps.append(cls(**spec))
             except TypeError as err:
                 raise ValueError(f"augment.train: bad arguments for {name}: {err}") from err
     norm = augment.get("normalize") or {}
-    steps.append(A.Normalize(mean=norm.get("mean", (0.485, 0.456, 0.406)), std=norm.get("std", (0.229, 0.224, 0.225)),
-                             max_pixel_value=norm.get("max_pixel_value", 255.0)))
+    steps.append(
+        A.Normalize(
+            mean=norm.get("mean", (0.485, 0.456, 0.406)),
+            std=norm.get("std", (0.229, 0.224, 0.225)),
+            max_pixel_value=norm.get("max_pixel_value", 255.0),
+        )
+    )
     return A.Compose(steps, seed=seed)
 
 

@@ -1,4 +1,4 @@
-"""Split generation: ``splits.json`` (DESIGN.md section 4, after nnU-Net's splits_final.json).
+"""Split generation: ``splits.json`` (after nnU-Net's splits_final.json; docs/design.md, "Splits").
 
 Schema::
 
@@ -20,13 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from ..io import atomic_write_json
+from ..records import read_dataset, write_splits
 from .convert import DatasetError
 
 __all__ = ["make_splits", "check_splits"]
 
 
-def _assign(groups: dict[str, list[str]], targets: dict[str, float], rng: np.random.Generator) -> dict[str, list[str]]:
+def _assign(
+    groups: dict[str, list[str]], targets: dict[str, float], rng: np.random.Generator
+) -> dict[str, list[str]]:
     """Assign whole groups to sides so each side's image count approaches its target."""
     names = sorted(groups)
     order = [names[i] for i in rng.permutation(len(names))]
@@ -40,7 +42,109 @@ def _assign(groups: dict[str, list[str]], targets: dict[str, float], rng: np.ran
     return sides
 
 
-def make_splits(dataset_json: str | Path, cfg: dict[str, Any], out_path: str | Path | None = None) -> dict[str, Any]:
+def _read_user_splits(path: str | Path) -> dict[str, Any]:
+    """A user-supplied ``splits.json`` (``split.strategy=file``).
+
+    Raises:
+        DatasetError: missing, not JSON, or without ``folds`` (names the file and the fix).
+    """
+    path = Path(path)
+    try:
+        user = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise DatasetError([f"split.file {path}: not found; give the path of your splits.json"]) from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DatasetError([f"split.file {path}: not valid JSON ({err}); fix the file"]) from err
+    if not isinstance(user, dict) or not isinstance(user.get("folds"), list):
+        raise DatasetError(
+            [
+                f'split.file {path}: needs {{"test": [ids], "folds": [{{"train": [...], '
+                f'"val": [...]}}]}}; fix the file'
+            ]
+        )
+    return user
+
+
+def _predefined(dataset_json: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """``test`` and one fold from the images' ``subset`` (train, val, test) as the dataset declares it."""
+    subsets = defaultdict(list)
+    for sid in sorted(manifest):
+        subsets[manifest[sid].get("subset")].append(sid)
+    if not subsets.get("train") or not subsets.get("test"):
+        raise DatasetError(
+            [
+                f"{dataset_json}: split.strategy=predefined needs images with subset 'train' and 'test' "
+                f"(found subsets {sorted(map(str, subsets))}); set dataset.pairs[].subset or use "
+                "strategy=holdout"
+            ]
+        )
+    return {"test": subsets["test"], "folds": [{"train": subsets["train"], "val": subsets.get("val", [])}]}
+
+
+def _holdout(dataset_json, groups: dict[str, list[str]], n: int, tf: float, vf: float, rng) -> dict[str, Any]:
+    """One train / val / test split of whole groups, sized by the fractions (``_assign``)."""
+    targets = {"train": n * (1 - tf - vf), "test": n * tf, "val": n * vf}
+    targets = {k: v for k, v in targets.items() if v > 0}
+    if len(groups) < len(targets):
+        raise DatasetError(
+            [
+                f"{dataset_json}: {len(groups)} group(s) cannot fill {len(targets)} group-aware sides "
+                f"({', '.join(targets)}); set split.group_aware=false or lower the fractions"
+            ]
+        )
+    sides = _assign(groups, targets, rng)
+    empty = [s for s in targets if not sides[s]]
+    if empty:
+        raise DatasetError(
+            [
+                f"{dataset_json}: side(s) {empty} got no group; lower "
+                "split.test_fraction/val_fraction or set split.group_aware=false"
+            ]
+        )
+
+    def side(s: str) -> list[str]:
+        return sorted(i for g in sides.get(s, []) for i in groups[g])
+
+    return {
+        "test": side("test"),
+        "folds": [{"train": side("train"), "val": side("val")}],
+        "groups": {s: sorted(v) for s, v in sides.items()},
+    }
+
+
+def _kfold(dataset_json, groups: dict[str, list[str]], n: int, tf: float, k: int, rng) -> dict[str, Any]:
+    """A held-out test set of whole groups, then ``k`` folds of the rest (each fold's val is one part)."""
+    test_groups: list[str] = []
+    if tf > 0:
+        sides = _assign(groups, {"rest": n * (1 - tf), "test": n * tf}, rng)
+        test_groups = sides["test"]
+    rest = {g: v for g, v in groups.items() if g not in set(test_groups)}
+    if len(rest) < k:
+        raise DatasetError(
+            [
+                f"{dataset_json}: {len(rest)} group(s) outside the test set cannot make {k} folds; "
+                f"lower split.n_folds or set split.group_aware=false"
+            ]
+        )
+    m = sum(len(v) for v in rest.values())
+    fold_sides = _assign(rest, {f"f{i}": m / k for i in range(k)}, rng)
+    parts = [sorted(i for g in fold_sides[f"f{j}"] for i in rest[g]) for j in range(k)]
+    return {
+        "test": sorted(i for g in test_groups for i in groups[g]),
+        "folds": [
+            {"train": sorted(i for j in range(k) if j != f for i in parts[j]), "val": parts[f]}
+            for f in range(k)
+        ],
+        "groups": {
+            "test": sorted(test_groups),
+            **{f"fold{f}": sorted(fold_sides[f"f{f}"]) for f in range(k)},
+        },
+    }
+
+
+def make_splits(
+    dataset_json: str | Path, cfg: dict[str, Any], out_path: str | Path | None = None
+) -> dict[str, Any]:
     """Make the splits of a canonical dataset.
 
     Args:
@@ -56,7 +160,7 @@ def make_splits(dataset_json: str | Path, cfg: dict[str, Any], out_path: str | P
         DatasetError: too few groups for the requested sides or folds, a user split file that names
             unknown ids or overlaps, or a predefined split without subsets.
     """
-    meta = json.loads(Path(dataset_json).read_text(encoding="utf-8"))
+    meta = read_dataset(dataset_json)
     manifest = meta["manifest"]
     ids = sorted(manifest)
     strategy = cfg["strategy"]
@@ -72,56 +176,32 @@ def make_splits(dataset_json: str | Path, cfg: dict[str, Any], out_path: str | P
     if strategy == "file":
         if not cfg.get("file"):
             raise DatasetError(["split.file: strategy=file needs split.file=<path to splits.json>"])
-        user = json.loads(Path(cfg["file"]).read_text(encoding="utf-8"))
-        out.update(test=sorted(user.get("test", [])), folds=[{"train": sorted(f["train"]), "val": sorted(f.get("val", []))} for f in user["folds"]])
+        user = _read_user_splits(cfg["file"])
+        out.update(
+            test=sorted(user.get("test", [])),
+            folds=[{"train": sorted(f["train"]), "val": sorted(f.get("val", []))} for f in user["folds"]],
+        )
     elif strategy == "predefined":
-        subsets = defaultdict(list)
-        for sid in ids:
-            subsets[manifest[sid].get("subset")].append(sid)
-        if not subsets.get("train") or not subsets.get("test"):
-            raise DatasetError([f"{dataset_json}: split.strategy=predefined needs images with subset 'train' and 'test' "
-                                f"(found subsets {sorted(map(str, subsets))}); set dataset.pairs[].subset or use strategy=holdout"])
-        out.update(test=subsets["test"], folds=[{"train": subsets["train"], "val": subsets.get("val", [])}])
-    elif strategy in ("holdout", "kfold"):
+        out.update(_predefined(dataset_json, manifest))
+    elif strategy == "holdout":
         tf, vf = float(cfg.get("test_fraction", 0.2)), float(cfg.get("val_fraction", 0.1))
-        if strategy == "holdout":
-            targets = {"train": n * (1 - tf - vf), "test": n * tf, "val": n * vf}
-            targets = {k: v for k, v in targets.items() if v > 0}
-            if len(groups) < len(targets):
-                raise DatasetError([f"{dataset_json}: {len(groups)} group(s) cannot fill {len(targets)} group-aware sides "
-                                    f"({', '.join(targets)}); set split.group_aware=false or lower the fractions"])
-            sides = _assign(groups, targets, rng)
-            empty = [s for s in targets if not sides[s]]
-            if empty:
-                raise DatasetError([f"{dataset_json}: side(s) {empty} got no group; lower split.test_fraction/val_fraction or set split.group_aware=false"])
-            get = lambda s: sorted(i for g in sides.get(s, []) for i in groups[g])  # noqa: E731
-            out.update(test=get("test"), folds=[{"train": get("train"), "val": get("val")}])
-            out["groups"] = {s: sorted(v) for s, v in sides.items()}
-        else:
-            k = int(cfg.get("n_folds", 5))
-            test_groups: list[str] = []
-            if tf > 0:
-                sides = _assign(groups, {"rest": n * (1 - tf), "test": n * tf}, rng)
-                test_groups = sides["test"]
-            rest = {g: v for g, v in groups.items() if g not in set(test_groups)}
-            if len(rest) < k:
-                raise DatasetError([f"{dataset_json}: {len(rest)} group(s) outside the test set cannot make {k} folds; "
-                                    f"lower split.n_folds or set split.group_aware=false"])
-            m = sum(len(v) for v in rest.values())
-            fold_sides = _assign(rest, {f"f{i}": m / k for i in range(k)}, rng)
-            fold_ids = [sorted(i for g in fold_sides[f"f{j}"] for i in rest[g]) for j in range(k)]
-            out["test"] = sorted(i for g in test_groups for i in groups[g])
-            out["folds"] = [{"train": sorted(i for j in range(k) if j != f for i in fold_ids[j]), "val": fold_ids[f]} for f in range(k)]
-            out["groups"] = {"test": sorted(test_groups), **{f"fold{f}": sorted(fold_sides[f"f{f}"]) for f in range(k)}}
+        out.update(_holdout(dataset_json, groups, n, tf, vf, rng))
+    elif strategy == "kfold":
+        tf, k = float(cfg.get("test_fraction", 0.2)), int(cfg.get("n_folds", 5))
+        out.update(_kfold(dataset_json, groups, n, tf, k, rng))
     else:
-        raise DatasetError([f"split.strategy '{strategy}' unknown; allowed values: holdout, kfold, predefined, file"])
+        raise DatasetError(
+            [f"split.strategy '{strategy}' unknown; allowed values: holdout, kfold, predefined, file"]
+        )
     check_splits(out, manifest, group_aware, source=str(cfg.get("file") or dataset_json))
     if out_path is not None:
-        atomic_write_json(out_path, out)
+        write_splits(out_path, out)
     return out
 
 
-def check_splits(splits: dict[str, Any], manifest: dict[str, Any], group_aware: bool, source: str = "splits") -> None:
+def check_splits(
+    splits: dict[str, Any], manifest: dict[str, Any], group_aware: bool, source: str = "splits"
+) -> None:
     """Check a splits dict: known ids, no id (or group, when group-aware) on two sides of a fold.
 
     Raises:
@@ -136,7 +216,9 @@ def check_splits(splits: dict[str, Any], manifest: dict[str, Any], group_aware: 
         tr, va = set(fold["train"]), set(fold["val"])
         unknown = sorted((tr | va | test) - known)
         if unknown:
-            problems.append(f"{source}: fold {k} names ids not in the dataset: {unknown[:5]}; fix the split file")
+            problems.append(
+                f"{source}: fold {k} names ids not in the dataset: {unknown[:5]}; fix the split file"
+            )
         if not tr:
             problems.append(f"{source}: fold {k} has an empty training set")
         for a, b, name in ((tr, va, "train/val"), (tr, test, "train/test"), (va, test, "val/test")):
@@ -148,7 +230,9 @@ def check_splits(splits: dict[str, Any], manifest: dict[str, Any], group_aware: 
             for a, b, name in ((tr, va, "train/val"), (tr, test, "train/test"), (va, test, "val/test")):
                 both = sorted(gset(a) & gset(b))
                 if both:
-                    problems.append(f"{source}: fold {k}: groups on both sides of {name}: {both[:5]}; "
-                                    f"keep each group on one side or set split.group_aware=false")
+                    problems.append(
+                        f"{source}: fold {k}: groups on both sides of {name}: {both[:5]}; "
+                        f"keep each group on one side or set split.group_aware=false"
+                    )
     if problems:
         raise DatasetError(problems, header="invalid splits")

@@ -44,7 +44,9 @@ __all__ = ["sources", "labels", "samples", "is_coco", "annotation_files"]
 
 def is_coco(data: Any) -> bool:
     """True for a parsed COCO instances document (``images``, ``annotations``, ``categories``)."""
-    return isinstance(data, dict) and all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories"))
+    return isinstance(data, dict) and all(
+        isinstance(data.get(k), list) for k in ("images", "annotations", "categories")
+    )
 
 
 def annotation_files(cfg: dict[str, Any]) -> list[Path]:
@@ -53,26 +55,41 @@ def annotation_files(cfg: dict[str, Any]) -> list[Path]:
     if root.is_file():
         return [root]
     if not root.is_dir():
-        raise DatasetError([f"{root}: dataset root folder not found; set dataset.root to the COCO dataset folder"])
+        raise DatasetError(
+            [f"{root}: dataset root folder not found; set dataset.root to the COCO dataset folder"]
+        )
     given = cfg.get("annotations")
     if given:
         given = [given] if isinstance(given, str) else given
         files = [safe_join(root, g, root, "dataset.annotations") for g in given]
         missing = [str(p) for p in files if not p.is_file()]
         if missing:
-            raise DatasetError([f"{p}: annotation file not found; fix dataset.annotations (relative to {root})" for p in missing])
+            raise DatasetError(
+                [
+                    f"{p}: annotation file not found; fix dataset.annotations (relative to {root})"
+                    for p in missing
+                ]
+            )
         return files
     files = sorted((root / "annotations").glob("*.json")) if (root / "annotations").is_dir() else []
     files = files or sorted(root.glob("*.json"))
     if not files:
-        raise DatasetError([f"{root}: no COCO JSON found (looked in annotations/*.json and *.json); "
-                            f"set dataset.annotations to the file"])
+        raise DatasetError(
+            [
+                f"{root}: no COCO JSON found (looked in annotations/*.json and *.json); "
+                f"set dataset.annotations to the file"
+            ]
+        )
     return files
 
 
 def _root_dir(cfg: dict[str, Any]) -> Path:
     root = Path(cfg["root"])
-    return root.parent.parent if root.is_file() and root.parent.name == "annotations" else (root.parent if root.is_file() else root)
+    return (
+        root.parent.parent
+        if root.is_file() and root.parent.name == "annotations"
+        else (root.parent if root.is_file() else root)
+    )
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -81,13 +98,25 @@ def _load(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DatasetError([f"{path}: not readable JSON ({err}); fix or remove the file"]) from err
     if not is_coco(data):
-        kind = "a LabelMe file (use --format labelme)" if isinstance(data, dict) and "shapes" in data else \
-            "not a COCO instances file (needs 'images', 'annotations' and 'categories' lists)"
-        raise DatasetError([f"{path}: {kind}; point dataset.annotations at the COCO file or choose the matching dataset.format"])
+        kind = (
+            "a LabelMe file (use --format labelme)"
+            if isinstance(data, dict) and "shapes" in data
+            else "not a COCO instances file (needs 'images', 'annotations' and 'categories' lists)"
+        )
+        raise DatasetError(
+            [
+                f"{path}: {kind}; point dataset.annotations at the COCO file or choose the matching "
+                "dataset.format"
+            ]
+        )
     if any(isinstance(a, dict) and "segments_info" in a for a in data["annotations"]):
-        raise DatasetError([f"{path}: a COCO panoptic file (annotations have segments_info); segbench reads COCO "
-                            f"instances files: export 'COCO 1.0' (instances) from your tool, or convert the panoptic "
-                            f"PNGs to index masks and use dataset.format: masks"])
+        raise DatasetError(
+            [
+                f"{path}: a COCO panoptic file (annotations have segments_info); segbench reads COCO "
+                f"instances files: export 'COCO 1.0' (instances) from your tool, or convert the panoptic "
+                f"PNGs to index masks and use dataset.format: masks"
+            ]
+        )
     return data
 
 
@@ -151,12 +180,124 @@ def _segmentation_mask(seg: Any, h: int, w: int) -> np.ndarray:
     return (m if m.ndim == 2 else m.max(axis=2)).astype(bool)
 
 
+def _annotations_by_image(
+    f: Path, data: dict[str, Any], problems: Problems
+) -> dict[Any, list[dict[str, Any]]]:
+    """The annotations of each image id; an annotation of an unknown image is an error."""
+    by_image: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    image_ids = {im["id"] for im in data["images"]}
+    for a in data["annotations"]:
+        if a.get("image_id") not in image_ids:
+            problems.error(
+                f"{f}: annotation id {a.get('id')} refers to image_id {a.get('image_id')}, which is not "
+                f"in 'images'; remove the annotation or add the image entry"
+            )
+            continue
+        by_image[a["image_id"]].append(a)
+    return by_image
+
+
+def _image_of(cfg: dict[str, Any], root: Path, f: Path, im: dict[str, Any], subset: str | None):
+    """``(image path, height, width)`` of one ``images[]`` entry.
+
+    Raises:
+        DatasetError: the file is missing or its size is not the one the entry states.
+    """
+    file_name = str(im.get("file_name") or "")
+    image = _image_file(root, cfg.get("images", "images"), file_name, subset, f)
+    if not image.is_file():
+        raise DatasetError(
+            [
+                f"{f}: image '{file_name}' (id {im['id']}) not found at {image}; copy the images "
+                f"into {root / cfg.get('images', 'images')} or set dataset.images"
+            ]
+        )
+    with Image.open(image) as pim:
+        w, h = pim.size
+    if (int(im.get("height", h)), int(im.get("width", w))) != (h, w):
+        raise DatasetError(
+            [
+                f"{f}: image '{file_name}' is {w}x{h} but the annotation says "
+                f"{im.get('width')}x{im.get('height')}; fix images[].width/height or the image"
+            ]
+        )
+    return image, h, w
+
+
+def _shape_problem(seg: Any, where: str, h: int, w: int, problems: Problems) -> bool:
+    """Note what is wrong with a non-empty segmentation (polygons or RLE); True when it is unusable."""
+    if isinstance(seg, list):
+        bad = [p for p in seg if len(p) < 6 or len(p) % 2]
+        if bad:
+            problems.error(
+                f"{where}: a polygon needs at least 3 points (6 numbers), one has "
+                f"{len(bad[0])} numbers; delete or fix the annotation"
+            )
+            return True
+        pts = [(p[i], p[i + 1]) for p in seg for i in range(0, len(p), 2)]
+        check_bounds(pts, h, w, where, problems)
+        return False
+    if isinstance(seg, dict):
+        size = seg.get("size")
+        if size and [int(v) for v in size] != [h, w]:
+            problems.error(f"{where}: RLE size {size} differs from the image ({h}, {w}); fix the annotation")
+            return True
+        return False
+    problems.error(f"{where}: segmentation is neither polygons nor RLE; fix the annotation")
+    return True
+
+
+def _paint_annotation(
+    a: dict[str, Any], where: str, value: int, cfg: dict[str, Any], painter: ShapePainter, problems: Problems
+) -> None:
+    """Add one annotation's shape (polygons, RLE, or its box when configured) to ``painter``."""
+    h, w, seg = painter.height, painter.width, a.get("segmentation")
+    if not seg:
+        if cfg.get("empty_segmentation", "skip") == "bbox" and a.get("bbox"):
+            x, y, bw, bh = map(float, a["bbox"])
+            poly = [[x, y, x + bw, y, x + bw, y + bh, x, y + bh]]
+            painter.add(0, value, lambda p=poly, h=h, w=w: polygon_mask_coco(p, h, w))
+        else:
+            problems.warn(
+                f"{where}: empty segmentation (a box only), skipped; set "
+                f"dataset.empty_segmentation: bbox to fill the box instead"
+            )
+        return
+    if not _shape_problem(seg, where, h, w, problems):
+        painter.add(0, value, lambda s=seg, h=h, w=w: _segmentation_mask(s, h, w))
+
+
+def _image_sample(cfg, root, f, im, subset, annotations, cats, table, background, problems) -> Sample:
+    """The :class:`Sample` of one ``images[]`` entry: its annotations painted in file order."""
+    image, h, w = _image_of(cfg, root, f, im, subset)
+    file_name = str(im.get("file_name") or "")
+    crowd_ignore = cfg.get("crowd", "class") == "ignore"
+    painter = ShapePainter(h, w, background)
+    for a in annotations:
+        where = f"{f} annotation id {a.get('id')} (image '{file_name}')"
+        name = cats.get(int(a.get("category_id", -1)))
+        if name is None:
+            problems.error(
+                f"{where}: category_id {a.get('category_id')} is not in 'categories'; "
+                f"add the category or fix the annotation"
+            )
+            continue
+        value = table.lookup(name, str(f))
+        if value is None:
+            continue
+        if a.get("iscrowd") and crowd_ignore:
+            value = table.ignore_index
+        _paint_annotation(a, where, value, cfg, painter, problems)
+    sid = "__".join(Path(file_name).with_suffix("").parts)
+    return Sample(
+        id=sid, mask=painter.render(), source=f, image=image, image_ext=image.suffix.lower(), subset=subset
+    )
+
+
 def samples(cfg: dict[str, Any], table: ClassTable, problems: Problems) -> Iterator[Sample]:
     """Yield one :class:`Sample` per COCO image (images without annotations included)."""
     root = _root_dir(cfg)
     background = table.require_background("coco")
-    empty_mode = cfg.get("empty_segmentation", "skip")
-    crowd_ignore = cfg.get("crowd", "class") == "ignore"
     for f in annotation_files(cfg):
         try:
             data = _load(f)
@@ -165,72 +306,20 @@ def samples(cfg: dict[str, Any], table: ClassTable, problems: Problems) -> Itera
             continue
         subset = _subset(f)
         cats = {int(c["id"]): str(c["name"]) for c in data["categories"]}
-        by_image: dict[Any, list[dict[str, Any]]] = defaultdict(list)
-        image_ids = {im["id"] for im in data["images"]}
-        for a in data["annotations"]:
-            if a.get("image_id") not in image_ids:
-                problems.error(f"{f}: annotation id {a.get('id')} refers to image_id {a.get('image_id')}, which is not "
-                               f"in 'images'; remove the annotation or add the image entry")
-                continue
-            by_image[a["image_id"]].append(a)
+        by_image = _annotations_by_image(f, data, problems)
         for im in data["images"]:
             try:
-                file_name = str(im.get("file_name") or "")
-                image = _image_file(root, cfg.get("images", "images"), file_name, subset, f)
-                if not image.is_file():
-                    raise DatasetError([f"{f}: image '{file_name}' (id {im['id']}) not found at {image}; copy the images "
-                                        f"into {root / cfg.get('images', 'images')} or set dataset.images"])
-                with Image.open(image) as pim:
-                    w, h = pim.size
-                if (int(im.get("height", h)), int(im.get("width", w))) != (h, w):
-                    raise DatasetError([f"{f}: image '{file_name}' is {w}x{h} but the annotation says "
-                                        f"{im.get('width')}x{im.get('height')}; fix images[].width/height or the image"])
-                painter = ShapePainter(h, w, background)
-                for a in by_image.get(im["id"], []):
-                    where = f"{f} annotation id {a.get('id')} (image '{file_name}')"
-                    name = cats.get(int(a.get("category_id", -1)))
-                    if name is None:
-                        problems.error(f"{where}: category_id {a.get('category_id')} is not in 'categories'; "
-                                       f"add the category or fix the annotation")
-                        continue
-                    value = table.lookup(name, str(f))
-                    if value is None:
-                        continue
-                    if a.get("iscrowd") and crowd_ignore:
-                        value = table.ignore_index
-                    seg = a.get("segmentation")
-                    if not seg:
-                        if empty_mode == "bbox" and a.get("bbox"):
-                            x, y, bw, bh = map(float, a["bbox"])
-                            poly = [[x, y, x + bw, y, x + bw, y + bh, x, y + bh]]
-                            painter.add(0, value, lambda p=poly, h=h, w=w: polygon_mask_coco(p, h, w))
-                        else:
-                            problems.warn(f"{where}: empty segmentation (a box only), skipped; set "
-                                          f"dataset.empty_segmentation: bbox to fill the box instead")
-                        continue
-                    if isinstance(seg, list):
-                        bad = [p for p in seg if len(p) < 6 or len(p) % 2]
-                        if bad:
-                            problems.error(f"{where}: a polygon needs at least 3 points (6 numbers), one has "
-                                           f"{len(bad[0])} numbers; delete or fix the annotation")
-                            continue
-                        pts = [(p[i], p[i + 1]) for p in seg for i in range(0, len(p), 2)]
-                        check_bounds(pts, h, w, where, problems)
-                    elif isinstance(seg, dict):
-                        size = seg.get("size")
-                        if size and [int(v) for v in size] != [h, w]:
-                            problems.error(f"{where}: RLE size {size} differs from the image ({h}, {w}); fix the annotation")
-                            continue
-                    else:
-                        problems.error(f"{where}: segmentation is neither polygons nor RLE; fix the annotation")
-                        continue
-                    painter.add(0, value, lambda s=seg, h=h, w=w: _segmentation_mask(s, h, w))
-                sid = "__".join(Path(file_name).with_suffix("").parts)
-                yield Sample(id=sid, mask=painter.render(), source=f, image=image, image_ext=image.suffix.lower(),
-                             subset=subset)
+                yield _image_sample(
+                    cfg, root, f, im, subset, by_image.get(im["id"], []), cats, table, background, problems
+                )
             except DatasetError as err:
                 problems.errors.extend(err.problems)
             except BOMB as err:
-                problems.error(f"{f}: image '{im.get('file_name')}': {err}; if the image is genuine, raise dataset.max_image_pixels")
+                problems.error(
+                    f"{f}: image '{im.get('file_name')}': {err}; if the image is genuine, raise "
+                    "dataset.max_image_pixels"
+                )
             except Exception as err:  # a broken image file
-                problems.error(f"{f}: image '{im.get('file_name')}' cannot be read ({err}); replace or remove it")
+                problems.error(
+                    f"{f}: image '{im.get('file_name')}' cannot be read ({err}); replace or remove it"
+                )

@@ -28,9 +28,23 @@ from PIL import Image, ImageDraw
 
 from ..errors import DatasetError
 
-__all__ = ["BACKGROUND_NAMES", "IGNORE_NAMES", "ClassTable", "Sample", "Problems", "ShapePainter",
-           "BOMB", "read_class_file", "safe_join", "polygon_mask_coco", "ellipse_mask_cv2",
-           "pil_draw_shape", "pil_shape_mask", "check_bounds", "rotate_points"]
+__all__ = [
+    "BACKGROUND_NAMES",
+    "IGNORE_NAMES",
+    "ClassTable",
+    "Sample",
+    "Problems",
+    "ShapePainter",
+    "BOMB",
+    "read_class_file",
+    "safe_join",
+    "polygon_mask_coco",
+    "ellipse_mask_cv2",
+    "pil_draw_shape",
+    "pil_shape_mask",
+    "check_bounds",
+    "rotate_points",
+]
 
 BACKGROUND_NAMES = ("_background_", "background", "__background__")
 #: Pillow's decompression-bomb guard: the warning (above ``Image.MAX_IMAGE_PIXELS``) is raised as an
@@ -95,7 +109,9 @@ def read_class_file(path: str | Path) -> tuple[list[str], list[str]]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
-        raise DatasetError([f"{path}: cannot read the label list ({err}); pass an existing file to --classes"]) from err
+        raise DatasetError(
+            [f"{path}: cannot read the label list ({err}); pass an existing file to --classes"]
+        ) from err
     names: list[str] = []
     ignore: list[str] = []
     if path.suffix.lower() in (".yaml", ".yml", ".json"):
@@ -136,9 +152,15 @@ class ClassTable:
             False when the list was derived from the files.
     """
 
-    def __init__(self, classes: list[dict[str, Any]], background: int | None, ignore_index: int = 255,
-                 ignore_labels: Iterable[str] = (), label_map: dict[str, str | None] | None = None,
-                 fixed: bool = True):
+    def __init__(
+        self,
+        classes: list[dict[str, Any]],
+        background: int | None,
+        ignore_index: int = 255,
+        ignore_labels: Iterable[str] = (),
+        label_map: dict[str, str | None] | None = None,
+        fixed: bool = True,
+    ):
         self.classes = [dict(c) for c in classes]
         self.background = background
         self.ignore_index = int(ignore_index)
@@ -197,16 +219,23 @@ class ClassTable:
         for label, where in sorted(self.unknown.items()):
             files = sorted(set(where))
             shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
-            out.append(f"{shown}: label '{label}' is not in the class list ({valid}); add it to dataset.classes "
-                       f"(or --classes), map it with dataset.label_map ({{'{label}': <class>}}, or null to drop it), "
-                       f"or list it in dataset.ignore_labels")
+            out.append(
+                f"{shown}: label '{label}' is not in the class list ({valid}); add it to dataset.classes "
+                f"(or --classes), map it with dataset.label_map ({{'{label}': <class>}}, or null to drop "
+                "it), "
+                f"or list it in dataset.ignore_labels"
+            )
         return out
 
     def require_background(self, fmt: str) -> int:
         """The background id; raises DatasetError for shape formats when none is declared."""
         if self.background is None:
-            raise DatasetError([f"dataset.format '{fmt}' paints shapes on a background, but no class is the background: "
-                                f"set dataset.background to a class id, or add a class named 'background'"])
+            raise DatasetError(
+                [
+                    f"dataset.format '{fmt}' paints shapes on a background, but no class is the background: "
+                    f"set dataset.background to a class id, or add a class named 'background'"
+                ]
+            )
         return int(self.background)
 
 
@@ -220,13 +249,21 @@ def safe_join(root: Path, rel: str, ann_file: Path, key: str) -> Path:
         raise DatasetError([f"{ann_file}: {key} is empty; set it to the image's file name"])
     rel_norm = rel.replace("\\", "/")
     if Path(rel_norm).is_absolute() or (len(rel_norm) > 1 and rel_norm[1] == ":"):
-        raise DatasetError([f"{ann_file}: {key} '{rel}' is an absolute path; segbench only reads images inside the "
-                            f"dataset folder {root}: copy the image there and set {key} to its relative path"])
+        raise DatasetError(
+            [
+                f"{ann_file}: {key} '{rel}' is an absolute path; segbench only reads images inside the "
+                f"dataset folder {root}: copy the image there and set {key} to its relative path"
+            ]
+        )
     root_r = root.resolve()
     path = (root / rel_norm).resolve()
     if path != root_r and root_r not in path.parents:
-        raise DatasetError([f"{ann_file}: {key} '{rel}' points outside the dataset folder {root}; copy the image "
-                            f"into the dataset folder and set {key} to its relative path"])
+        raise DatasetError(
+            [
+                f"{ann_file}: {key} '{rel}' points outside the dataset folder {root}; copy the image "
+                f"into the dataset folder and set {key} to its relative path"
+            ]
+        )
     return path
 
 
@@ -242,14 +279,24 @@ def polygon_mask_coco(polys: list[list[float]], height: int, width: int) -> np.n
     return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
 
 
-def ellipse_mask_cv2(cx: float, cy: float, rx: float, ry: float, angle_deg: float, height: int,
-                     width: int) -> np.ndarray:
+def ellipse_mask_cv2(
+    cx: float, cy: float, rx: float, ry: float, angle_deg: float, height: int, width: int
+) -> np.ndarray:
     """bool[H, W] of a filled ellipse drawn by OpenCV with centre and half-axes rounded to integers,
     as CVAT rasterises ellipses for its COCO export."""
     import cv2
 
     out = np.zeros((height, width), np.uint8)
-    cv2.ellipse(out, (int(round(cx)), int(round(cy))), (int(round(rx)), int(round(ry))), float(angle_deg), 0, 360, 1, -1)
+    cv2.ellipse(
+        out,
+        (int(round(cx)), int(round(cy))),
+        (int(round(rx)), int(round(ry))),
+        float(angle_deg),
+        0,
+        360,
+        1,
+        -1,
+    )
     return out.astype(bool)
 
 
@@ -304,8 +351,14 @@ class ShapePainter:
         return out
 
 
-def pil_draw_shape(draw: ImageDraw.ImageDraw, shape_type: str | None, points: list[tuple[float, float]], fill: int,
-                   line_width: int = 10, point_size: int = 5) -> None:
+def pil_draw_shape(
+    draw: ImageDraw.ImageDraw,
+    shape_type: str | None,
+    points: list[tuple[float, float]],
+    fill: int,
+    line_width: int = 10,
+    point_size: int = 5,
+) -> None:
     """Draw one LabelMe shape with ``fill`` as ``labelme.utils.shape_to_mask`` draws it (Pillow).
 
     Raises:
@@ -340,19 +393,28 @@ def pil_draw_shape(draw: ImageDraw.ImageDraw, shape_type: str | None, points: li
         raise ValueError(f"unknown shape_type '{shape_type}'")
 
 
-def pil_shape_mask(shape_type: str | None, points: list[tuple[float, float]], height: int, width: int,
-                   line_width: int = 10, point_size: int = 5) -> np.ndarray:
+def pil_shape_mask(
+    shape_type: str | None,
+    points: list[tuple[float, float]],
+    height: int,
+    width: int,
+    line_width: int = 10,
+    point_size: int = 5,
+) -> np.ndarray:
     """bool[H, W] of one LabelMe shape (see :func:`pil_draw_shape`)."""
     m = Image.new("L", (width, height), 0)
     pil_draw_shape(ImageDraw.Draw(m), shape_type, points, 1, line_width, point_size)
     return np.asarray(m, dtype=bool)
 
 
-def check_bounds(points: list[tuple[float, float]], height: int, width: int, where: str,
-                 problems: Problems) -> None:
+def check_bounds(
+    points: list[tuple[float, float]], height: int, width: int, where: str, problems: Problems
+) -> None:
     """Warn (the shape is clipped by rasterisation) when a point lies outside the image."""
     out = [(x, y) for x, y in points if not (-0.5 <= x <= width - 0.5 and -0.5 <= y <= height - 0.5)]
     if out:
         x, y = out[0]
-        problems.warn(f"{where}: {len(out)} point(s) outside the {width}x{height} image (first ({x:g}, {y:g})); "
-                      f"the shape is clipped to the image")
+        problems.warn(
+            f"{where}: {len(out)} point(s) outside the {width}x{height} image (first ({x:g}, {y:g})); "
+            f"the shape is clipped to the image"
+        )

@@ -58,18 +58,26 @@ def _xml_file(cfg: dict[str, Any]) -> Path:
     if root.is_file():
         return root
     if not root.is_dir():
-        raise DatasetError([f"{root}: dataset root folder not found; set dataset.root to the CVAT export folder"])
+        raise DatasetError(
+            [f"{root}: dataset root folder not found; set dataset.root to the CVAT export folder"]
+        )
     if cfg.get("annotations"):
         p = safe_join(root, cfg["annotations"], root, "dataset.annotations")
         if not p.is_file():
-            raise DatasetError([f"{p}: annotation file not found; fix dataset.annotations (relative to {root})"])
+            raise DatasetError(
+                [f"{p}: annotation file not found; fix dataset.annotations (relative to {root})"]
+            )
         return p
     if (root / "annotations.xml").is_file():
         return root / "annotations.xml"
     xmls = sorted(root.glob("*.xml"))
     if len(xmls) != 1:
-        raise DatasetError([f"{root}: expected annotations.xml (CVAT for images 1.1 export), found "
-                            f"{[p.name for p in xmls] or 'no XML'}; set dataset.annotations to the file"])
+        raise DatasetError(
+            [
+                f"{root}: expected annotations.xml (CVAT for images 1.1 export), found "
+                f"{[p.name for p in xmls] or 'no XML'}; set dataset.annotations to the file"
+            ]
+        )
     return xmls[0]
 
 
@@ -77,14 +85,24 @@ def _parse(path: Path) -> ET.Element:
     try:
         tree = ET.parse(path)
     except (OSError, ET.ParseError) as err:
-        raise DatasetError([f"{path}: not readable XML ({err}); re-export the task as 'CVAT for images 1.1'"]) from err
+        raise DatasetError(
+            [f"{path}: not readable XML ({err}); re-export the task as 'CVAT for images 1.1'"]
+        ) from err
     root = tree.getroot()
     if root.tag != "annotations":
-        raise DatasetError([f"{path}: not a CVAT XML file (root element <{root.tag}>, expected <annotations>); "
-                            f"for MIT LabelMe XML use --format labelme-xml"])
+        raise DatasetError(
+            [
+                f"{path}: not a CVAT XML file (root element <{root.tag}>, expected <annotations>); "
+                f"for MIT LabelMe XML use --format labelme-xml"
+            ]
+        )
     if root.find("track") is not None:
-        raise DatasetError([f"{path}: a 'CVAT for video' export (it has <track> elements); export the task as "
-                            f"'CVAT for images 1.1' instead"])
+        raise DatasetError(
+            [
+                f"{path}: a 'CVAT for video' export (it has <track> elements); export the task as "
+                f"'CVAT for images 1.1' instead"
+            ]
+        )
     return root
 
 
@@ -126,7 +144,9 @@ def sources(cfg: dict[str, Any]) -> list[Path]:
     return out
 
 
-def decode_cvat_rle(counts: str, left: int, top: int, width: int, height: int, img_h: int, img_w: int) -> np.ndarray:
+def decode_cvat_rle(
+    counts: str, left: int, top: int, width: int, height: int, img_h: int, img_w: int
+) -> np.ndarray:
     """bool[img_h, img_w] of a CVAT mask shape: ``counts`` are run lengths alternating 0 and 1 (0 first),
     row-major inside the ``width`` x ``height`` box at (``left``, ``top``).
 
@@ -153,14 +173,18 @@ def _points(s: str) -> list[tuple[float, float]]:
     return pts
 
 
-def _shape_fn(el: ET.Element, h: int, w: int, line_width: int, point_size: int, where: str, problems: Problems):
+def _shape_fn(
+    el: ET.Element, h: int, w: int, line_width: int, point_size: int, where: str, problems: Problems
+):
     """A closure drawing one shape, or None (problem recorded)."""
     tag = el.tag
     rotation = float(el.get("rotation", 0) or 0)
     if tag == "polygon":
         pts = _points(el.get("points", ""))
         if len(pts) < 3:
-            problems.error(f"{where}: a polygon needs at least 3 points, it has {len(pts)}; fix or delete it in CVAT")
+            problems.error(
+                f"{where}: a polygon needs at least 3 points, it has {len(pts)}; fix or delete it in CVAT"
+            )
             return None
         check_bounds(pts, h, w, where, problems)
         flat = [c for p in pts for c in p]
@@ -178,15 +202,20 @@ def _shape_fn(el: ET.Element, h: int, w: int, line_width: int, point_size: int, 
     if tag == "polyline":
         pts = _points(el.get("points", ""))
         if len(pts) < 2:
-            problems.error(f"{where}: a polyline needs at least 2 points, it has {len(pts)}; fix or delete it in CVAT")
+            problems.error(
+                f"{where}: a polyline needs at least 2 points, it has {len(pts)}; fix or delete it in CVAT"
+            )
             return None
         check_bounds(pts, h, w, where, problems)
         return lambda: pil_shape_mask("linestrip", pts, h, w, line_width=line_width)
     if tag == "points":
         pts = _points(el.get("points", ""))
         check_bounds(pts, h, w, where, problems)
-        return lambda: np.logical_or.reduce([pil_shape_mask("point", [p], h, w, point_size=point_size) for p in pts]) \
-            if pts else np.zeros((h, w), bool)
+        return lambda: (
+            np.logical_or.reduce([pil_shape_mask("point", [p], h, w, point_size=point_size) for p in pts])
+            if pts
+            else np.zeros((h, w), bool)
+        )
     if tag == "mask":
         try:
             left, top, bw, bh = (int(float(el.get(k))) for k in ("left", "top", "width", "height"))
@@ -210,14 +239,22 @@ def samples(cfg: dict[str, Any], table: ClassTable, problems: Problems) -> Itera
         try:
             image = safe_join(base, f"{cfg.get('images', 'images')}/{name}", xml, "image name")
             if not image.is_file():
-                raise DatasetError([f"{xml}: image '{name}' not found at {image}; export the task with images, or copy "
-                                    f"them into {base / cfg.get('images', 'images')} (or set dataset.images)"])
+                raise DatasetError(
+                    [
+                        f"{xml}: image '{name}' not found at {image}; export the task with images, or copy "
+                        f"them into {base / cfg.get('images', 'images')} (or set dataset.images)"
+                    ]
+                )
             with Image.open(image) as pim:
                 w, h = pim.size
             ah, aw = int(im.get("height", h)), int(im.get("width", w))
             if (ah, aw) != (h, w):
-                raise DatasetError([f"{xml}: image '{name}' is {w}x{h} but the annotation says {aw}x{ah}; "
-                                    f"re-export the task or replace the image with the annotated one"])
+                raise DatasetError(
+                    [
+                        f"{xml}: image '{name}' is {w}x{h} but the annotation says {aw}x{ah}; "
+                        f"re-export the task or replace the image with the annotated one"
+                    ]
+                )
             painter = ShapePainter(h, w, background)
             for i, el in enumerate(im):
                 where = f"{xml} image '{name}' <{el.tag}> #{i} ('{el.get('label', '')}')"
@@ -242,11 +279,19 @@ def samples(cfg: dict[str, Any], table: ClassTable, problems: Problems) -> Itera
                 if fn is not None:
                     painter.add(float(el.get("z_order", 0) or 0), value, fn)
             sid = "__".join(Path(name).with_suffix("").parts)
-            yield Sample(id=sid, mask=painter.render(), source=xml, image=image, image_ext=image.suffix.lower(),
-                         subset=im.get("subset") or None)
+            yield Sample(
+                id=sid,
+                mask=painter.render(),
+                source=xml,
+                image=image,
+                image_ext=image.suffix.lower(),
+                subset=im.get("subset") or None,
+            )
         except DatasetError as err:
             problems.errors.extend(err.problems)
         except BOMB as err:
-            problems.error(f"{xml}: image '{name}': {err}; if the image is genuine, raise dataset.max_image_pixels")
+            problems.error(
+                f"{xml}: image '{name}': {err}; if the image is genuine, raise dataset.max_image_pixels"
+            )
         except Exception as err:
             problems.error(f"{xml}: image '{name}' cannot be read ({err}); replace or remove it")

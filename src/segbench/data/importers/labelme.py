@@ -51,13 +51,21 @@ SHAPE_TYPES = ("polygon", "rectangle", "circle", "line", "linestrip", "point", "
 def _files(cfg: dict[str, Any]) -> list[Path]:
     root = Path(cfg["root"])
     if not root.is_dir():
-        raise DatasetError([f"{root}: dataset root folder not found; set dataset.root to the folder of LabelMe JSON files"])
-    return sorted(p for p in root.rglob("*.json") if not any(part.startswith(".") for part in p.relative_to(root).parts))
+        raise DatasetError(
+            [f"{root}: dataset root folder not found; set dataset.root to the folder of LabelMe JSON files"]
+        )
+    return sorted(
+        p for p in root.rglob("*.json") if not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
 
 
 def is_labelme(data: Any) -> bool:
     """True for a parsed LabelMe JSON document (a dict with ``shapes`` and ``imagePath``/``imageData``)."""
-    return isinstance(data, dict) and isinstance(data.get("shapes"), list) and ("imagePath" in data or "imageData" in data)
+    return (
+        isinstance(data, dict)
+        and isinstance(data.get("shapes"), list)
+        and ("imagePath" in data or "imageData" in data)
+    )
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -66,10 +74,17 @@ def _load(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DatasetError([f"{path}: not readable JSON ({err}); fix or remove the file"]) from err
     if not is_labelme(data):
-        kind = ("a COCO file (use --format coco)" if isinstance(data, dict) and "annotations" in data and "images" in data
-                else "not a LabelMe file (no 'shapes' and 'imagePath')")
-        raise DatasetError([f"{path}: {kind}; keep only LabelMe JSON files in dataset.root, or choose the matching "
-                            f"dataset.format (masks, palette, labelme, labelme-xml, coco, cvat)"])
+        kind = (
+            "a COCO file (use --format coco)"
+            if isinstance(data, dict) and "annotations" in data and "images" in data
+            else "not a LabelMe file (no 'shapes' and 'imagePath')"
+        )
+        raise DatasetError(
+            [
+                f"{path}: {kind}; keep only LabelMe JSON files in dataset.root, or choose the matching "
+                f"dataset.format (masks, palette, labelme, labelme-xml, coco, cvat)"
+            ]
+        )
     return data
 
 
@@ -113,15 +128,21 @@ def _decode_image_data(b64: str, ann: Path) -> tuple[bytes, str, tuple[int, int]
     try:
         raw = base64.b64decode(b64, validate=False)
     except (binascii.Error, ValueError) as err:
-        raise DatasetError([f"{ann}: imageData is not valid base64 ({err}); re-save the file in labelme, "
-                            f"or delete imageData and put the image beside the JSON"]) from err
+        raise DatasetError(
+            [
+                f"{ann}: imageData is not valid base64 ({err}); re-save the file in labelme, "
+                f"or delete imageData and put the image beside the JSON"
+            ]
+        ) from err
     try:
         with Image.open(io.BytesIO(raw)) as im:
             fmt, size = (im.format or "PNG").lower(), im.size
     except BOMB:
         raise
     except Exception as err:
-        raise DatasetError([f"{ann}: imageData is not a readable image ({err}); re-save the file in labelme"]) from err
+        raise DatasetError(
+            [f"{ann}: imageData is not a readable image ({err}); re-save the file in labelme"]
+        ) from err
     ext = {"jpeg": ".jpg", "mpo": ".jpg", "tiff": ".tif"}.get(fmt, f".{fmt}")
     return raw, ext, size
 
@@ -137,77 +158,131 @@ def _mask_shape(shape: dict[str, Any], h: int, w: int) -> np.ndarray:
     return out
 
 
+def _image_of(f: Path, root: Path, data: dict[str, Any]):
+    """``(image path or None, embedded image bytes or None, extension, height, width)`` of one file.
+
+    Raises:
+        DatasetError: the image is neither embedded nor found, cannot be read, or is not the size the
+            annotation states.
+    """
+    if data.get("imageData"):
+        raw, ext, (w, h) = _decode_image_data(data["imageData"], f)
+        image, image_bytes = None, raw
+    else:
+        image = _image_path(f, root, data.get("imagePath"))
+        if not image.is_file():
+            raise DatasetError(
+                [
+                    f"{f}: image '{data.get('imagePath')}' not found at {image} and no imageData "
+                    f"embedded; put the image beside the JSON or re-save with imageData"
+                ]
+            )
+        image_bytes, ext = None, image.suffix.lower()
+        try:
+            with Image.open(image) as im:
+                w, h = im.size
+        except BOMB:
+            raise
+        except Exception as err:
+            raise DatasetError(
+                [f"{image}: cannot read image ({err}); replace it or fix imagePath in {f}"]
+            ) from err
+    ah, aw = data.get("imageHeight"), data.get("imageWidth")
+    if ah is not None and aw is not None and (int(ah), int(aw)) != (h, w):
+        raise DatasetError(
+            [
+                f"{f}: the annotation is for a {aw}x{ah} image but the image is {w}x{h}; "
+                f"re-open the image in labelme and save again, or fix imageWidth/imageHeight"
+            ]
+        )
+    return image, image_bytes, ext, h, w
+
+
+def _shape_points(s: dict[str, Any], stype: str, where: str, problems: Problems):
+    """The shape's points as floats, or None when the shape is unusable (the problem noted)."""
+    try:
+        pts = [(float(p[0]), float(p[1])) for p in s.get("points") or []]
+    except (TypeError, ValueError, IndexError, KeyError):
+        problems.error(
+            f"{where}: points must be [[x, y], ...] numbers, got {str(s.get('points'))[:80]}; "
+            f"fix or delete the shape in labelme"
+        )
+        return None
+    if stype == "mask" and (not s.get("mask") or len(pts) < 2):
+        problems.error(
+            f"{where}: a mask shape needs 'mask' (base64 PNG) and 2 corner points; re-save it in labelme"
+        )
+        return None
+    if stype == "polygon" and len(pts) < 3:
+        problems.error(
+            f"{where}: a polygon needs at least 3 points, it has {len(pts)}; "
+            f"delete the shape or add points in labelme"
+        )
+        return None
+    return pts
+
+
+def _paint_shape(
+    s: dict[str, Any], where: str, value: int, painter: ShapePainter, cfg: dict[str, Any], problems: Problems
+) -> None:
+    """Add one LabelMe shape (a known ``shape_type``, labelled) to ``painter``."""
+    h, w = painter.height, painter.width
+    line_width, point_size = int(cfg.get("line_width", 10)), int(cfg.get("point_size", 5))
+    stype = s.get("shape_type") or "polygon"
+    pts = _shape_points(s, stype, where, problems)
+    if pts is None:
+        return
+    if stype == "mask":
+        painter.add(0, value, lambda s=s, h=h, w=w: _mask_shape(s, h, w))
+        return
+    try:  # validate point counts now, so the error names the shape
+        pil_shape_mask(stype, pts, 1, 1, line_width, point_size)
+    except ValueError as err:
+        problems.error(f"{where}: {err}; fix the shape in labelme")
+        return
+    check_bounds(pts, h, w, where, problems)
+    painter.add_pil(
+        0,
+        value,
+        lambda draw, fill, t=stype, p=pts: pil_draw_shape(draw, t, p, fill, line_width, point_size),
+    )
+
+
 def samples(cfg: dict[str, Any], table: ClassTable, problems: Problems) -> Iterator[Sample]:
     """Yield one :class:`Sample` per LabelMe JSON file."""
     root = Path(cfg["root"])
     files = _files(cfg)
     background = table.require_background("labelme")
-    line_width, point_size = int(cfg.get("line_width", 10)), int(cfg.get("point_size", 5))
     for f in files:
         try:
             data = _load(f)
-            rel = f.relative_to(root).with_suffix("")
-            sid = "__".join(rel.parts)
-            if data.get("imageData"):
-                raw, ext, (w, h) = _decode_image_data(data["imageData"], f)
-                image, image_bytes = None, raw
-            else:
-                image = _image_path(f, root, data.get("imagePath"))
-                if not image.is_file():
-                    raise DatasetError([f"{f}: image '{data.get('imagePath')}' not found at {image} and no imageData "
-                                        f"embedded; put the image beside the JSON or re-save with imageData"])
-                image_bytes, ext = None, image.suffix.lower()
-                try:
-                    with Image.open(image) as im:
-                        w, h = im.size
-                except BOMB:
-                    raise
-                except Exception as err:
-                    raise DatasetError([f"{image}: cannot read image ({err}); replace it or fix imagePath in {f}"]) from err
-            ah, aw = data.get("imageHeight"), data.get("imageWidth")
-            if ah is not None and aw is not None and (int(ah), int(aw)) != (h, w):
-                raise DatasetError([f"{f}: the annotation is for a {aw}x{ah} image but the image is {w}x{h}; "
-                                    f"re-open the image in labelme and save again, or fix imageWidth/imageHeight"])
+            sid = "__".join(f.relative_to(root).with_suffix("").parts)
+            image, image_bytes, ext, h, w = _image_of(f, root, data)
             painter = ShapePainter(h, w, background)
             for i, s in enumerate(data["shapes"]):
                 where = f"{f} shape {i} ('{s.get('label', '')}')"
                 stype = s.get("shape_type") or "polygon"
                 if stype not in SHAPE_TYPES:
-                    problems.error(f"{where}: shape_type '{stype}' is unknown (known: {', '.join(SHAPE_TYPES)}); "
-                                   f"change or delete the shape")
+                    problems.error(
+                        f"{where}: shape_type '{stype}' is unknown (known: {', '.join(SHAPE_TYPES)}); "
+                        f"change or delete the shape"
+                    )
                     continue
                 if not s.get("label"):
                     problems.warn(f"{where}: shape without a label, skipped")
                     continue
                 value = table.lookup(s["label"], str(f))
-                if value is None:
-                    continue
-                try:
-                    pts = [(float(p[0]), float(p[1])) for p in s.get("points") or []]
-                except (TypeError, ValueError, IndexError, KeyError):
-                    problems.error(f"{where}: points must be [[x, y], ...] numbers, got {str(s.get('points'))[:80]}; "
-                                   f"fix or delete the shape in labelme")
-                    continue
-                if stype == "mask":
-                    if not s.get("mask") or len(pts) < 2:
-                        problems.error(f"{where}: a mask shape needs 'mask' (base64 PNG) and 2 corner points; re-save it in labelme")
-                        continue
-                    painter.add(0, value, lambda s=s, h=h, w=w: _mask_shape(s, h, w))
-                    continue
-                if stype == "polygon" and len(pts) < 3:
-                    problems.error(f"{where}: a polygon needs at least 3 points, it has {len(pts)}; "
-                                   f"delete the shape or add points in labelme")
-                    continue
-                try:  # validate point counts now, so the error names the shape
-                    pil_shape_mask(stype, pts, 1, 1, line_width, point_size)
-                except ValueError as err:
-                    problems.error(f"{where}: {err}; fix the shape in labelme")
-                    continue
-                check_bounds(pts, h, w, where, problems)
-                painter.add_pil(0, value, lambda draw, fill, t=stype, p=pts: pil_draw_shape(draw, t, p, fill, line_width,
-                                                                                             point_size))
-            yield Sample(id=sid, mask=painter.render(), source=f, image=image, image_bytes=image_bytes,
-                         image_ext=ext, subset=cfg.get("subset"))
+                if value is not None:
+                    _paint_shape(s, where, value, painter, cfg, problems)
+            yield Sample(
+                id=sid,
+                mask=painter.render(),
+                source=f,
+                image=image,
+                image_bytes=image_bytes,
+                image_ext=ext,
+                subset=cfg.get("subset"),
+            )
         except DatasetError as err:
             problems.errors.extend(err.problems)
         except BOMB as err:

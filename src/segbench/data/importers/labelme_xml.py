@@ -41,7 +41,9 @@ __all__ = ["sources", "labels", "samples"]
 def _files(cfg: dict[str, Any]) -> list[Path]:
     root = Path(cfg["root"])
     if not root.is_dir():
-        raise DatasetError([f"{root}: dataset root folder not found; set dataset.root to the folder of LabelMe XML files"])
+        raise DatasetError(
+            [f"{root}: dataset root folder not found; set dataset.root to the folder of LabelMe XML files"]
+        )
     return sorted(p for p in root.glob("*.xml"))
 
 
@@ -51,8 +53,12 @@ def _parse(path: Path) -> ET.Element:
     except (OSError, ET.ParseError) as err:
         raise DatasetError([f"{path}: not readable XML ({err}); fix or remove the file"]) from err
     if root.tag != "annotation":
-        raise DatasetError([f"{path}: not a LabelMe XML file (root <{root.tag}>, expected <annotation>); "
-                            f"for CVAT exports use --format cvat"])
+        raise DatasetError(
+            [
+                f"{path}: not a LabelMe XML file (root <{root.tag}>, expected <annotation>); "
+                f"for CVAT exports use --format cvat"
+            ]
+        )
     return root
 
 
@@ -99,9 +105,45 @@ def _mask_file(path: Path, h: int, w: int) -> np.ndarray:
     with Image.open(path) as im:
         a = np.asarray(im.convert("RGB") if im.mode not in ("L", "1") else im.convert("L"))
     if a.shape[:2] != (h, w):
-        raise DatasetError([f"{path}: mask is {a.shape[1]}x{a.shape[0]} but its image is {w}x{h}; LabelMe masks "
-                            f"must have the image's size"])
+        raise DatasetError(
+            [
+                f"{path}: mask is {a.shape[1]}x{a.shape[0]} but its image is {w}x{h}; LabelMe masks "
+                f"must have the image's size"
+            ]
+        )
     return (a.max(axis=2) if a.ndim == 3 else a) >= 128
+
+
+def _paint_object(
+    obj, where: str, value: int, root: Path, f: Path, painter: ShapePainter, problems: Problems
+):
+    """Add one ``<object>``'s polygon or ``Masks/`` file to ``painter`` (a problem noted when unusable).
+
+    Raises:
+        TypeError, ValueError: a point coordinate is missing or not a number (a malformed file).
+    """
+    h, w = painter.height, painter.width
+    poly = obj.find("polygon")
+    mask_el = obj.find("segm/mask")
+    if poly is not None:
+        pts = [(float(pt.findtext("x")), float(pt.findtext("y"))) for pt in poly.iterfind("pt")]
+        if len(pts) < 3:
+            problems.error(f"{where}: a polygon needs at least 3 points, it has {len(pts)}; fix or delete it")
+            return
+        check_bounds(pts, h, w, where, problems)
+        flat = [c for p in pts for c in p]
+        painter.add(0, value, lambda fl=flat, h=h, w=w: polygon_mask_coco([fl], h, w))
+    elif mask_el is not None:
+        mpath = safe_join(root, f"Masks/{(mask_el.text or '').strip()}", f, "<mask>")
+        if not mpath.is_file():
+            problems.error(
+                f"{where}: mask file {mpath} not found; copy the Masks/ folder beside the XML files"
+            )
+            return
+        m = _mask_file(mpath, h, w)
+        painter.add(0, value, lambda m=m, h=h, w=w: m)
+    else:
+        problems.warn(f"{where}: object with neither polygon nor mask, skipped")
 
 
 def samples(cfg: dict[str, Any], table: ClassTable, problems: Problems) -> Iterator[Sample]:
@@ -113,14 +155,22 @@ def samples(cfg: dict[str, Any], table: ClassTable, problems: Problems) -> Itera
             ann = _parse(f)
             image = _image_path(root, f, ann)
             if not image.is_file():
-                raise DatasetError([f"{f}: image '{ann.findtext('filename')}' not found at {image}; put the image "
-                                    f"beside the XML"])
+                raise DatasetError(
+                    [
+                        f"{f}: image '{ann.findtext('filename')}' not found at {image}; put the image "
+                        f"beside the XML"
+                    ]
+                )
             with Image.open(image) as pim:
                 w, h = pim.size
             nrows, ncols = ann.findtext("imagesize/nrows"), ann.findtext("imagesize/ncols")
             if nrows and ncols and (int(nrows), int(ncols)) != (h, w):
-                raise DatasetError([f"{f}: the annotation is for a {ncols}x{nrows} image but {image.name} is {w}x{h}; "
-                                    f"fix <imagesize> or use the annotated image"])
+                raise DatasetError(
+                    [
+                        f"{f}: the annotation is for a {ncols}x{nrows} image but {image.name} is {w}x{h}; "
+                        f"fix <imagesize> or use the annotated image"
+                    ]
+                )
             painter = ShapePainter(h, w, background)
             for i, obj in enumerate(ann.iterfind("object")):
                 name = (obj.findtext("name") or "").strip()
@@ -133,27 +183,15 @@ def samples(cfg: dict[str, Any], table: ClassTable, problems: Problems) -> Itera
                 value = table.lookup(name, str(f))
                 if value is None:
                     continue
-                poly = obj.find("polygon")
-                mask_el = obj.find("segm/mask")
-                if poly is not None:
-                    pts = [(float(pt.findtext("x")), float(pt.findtext("y"))) for pt in poly.iterfind("pt")]
-                    if len(pts) < 3:
-                        problems.error(f"{where}: a polygon needs at least 3 points, it has {len(pts)}; fix or delete it")
-                        continue
-                    check_bounds(pts, h, w, where, problems)
-                    flat = [c for p in pts for c in p]
-                    painter.add(0, value, lambda fl=flat, h=h, w=w: polygon_mask_coco([fl], h, w))
-                elif mask_el is not None:
-                    mpath = safe_join(root, f"Masks/{(mask_el.text or '').strip()}", f, "<mask>")
-                    if not mpath.is_file():
-                        problems.error(f"{where}: mask file {mpath} not found; copy the Masks/ folder beside the XML files")
-                        continue
-                    m = _mask_file(mpath, h, w)
-                    painter.add(0, value, lambda m=m, h=h, w=w: m)
-                else:
-                    problems.warn(f"{where}: object with neither polygon nor mask, skipped")
-            yield Sample(id=f.stem, mask=painter.render(), source=f, image=image, image_ext=image.suffix.lower(),
-                         subset=cfg.get("subset"))
+                _paint_object(obj, where, value, root, f, painter, problems)
+            yield Sample(
+                id=f.stem,
+                mask=painter.render(),
+                source=f,
+                image=image,
+                image_ext=image.suffix.lower(),
+                subset=cfg.get("subset"),
+            )
         except DatasetError as err:
             problems.errors.extend(err.problems)
         except BOMB as err:

@@ -23,12 +23,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ...images import IMAGE_EXTS
 from ..errors import DatasetError
 from .common import ClassTable, Problems, Sample
 
 __all__ = ["pair_mask_folder", "remap_mask", "sources", "labels", "samples", "parse_color", "IMAGE_EXTS"]
-
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 
 
 def _strip(name: str, prefix: str, suffix: str) -> str | None:
@@ -37,6 +36,31 @@ def _strip(name: str, prefix: str, suffix: str) -> str | None:
     if name.startswith(prefix) and name.endswith(suffix) and len(name) > len(prefix) + len(suffix):
         return name[len(prefix) : len(name) - len(suffix)]
     return None
+
+
+def _files_by_id(
+    folder: Path, prefix: str, suffix: str, problems: list[str] | None = None
+) -> dict[str, Path]:
+    """``{id: file}`` of the files in ``folder`` named ``<prefix><id><suffix>`` (hidden files left out).
+
+    With ``problems`` (the images folder), a file that is not an image type segbench reads is noted
+    there and left out.
+    """
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or not p.is_file():
+            continue
+        sid = _strip(p.name, prefix, suffix)
+        if sid is None:
+            continue
+        if problems is not None and p.suffix.lower() not in IMAGE_EXTS:
+            problems.append(
+                f"{p}: not an image type segbench reads ({', '.join(sorted(IMAGE_EXTS))}); remove it or "
+                "change dataset.image_suffix"
+            )
+            continue
+        found[sid] = p
+    return found
 
 
 def pair_mask_folder(cfg: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -50,7 +74,10 @@ def pair_mask_folder(cfg: dict[str, Any]) -> tuple[list[dict[str, Any]], list[st
     items: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
     if not root.is_dir():
-        return [], [f"{root}: dataset root folder not found; set dataset.root (or SEGBENCH_SHARED) to the folder holding your data"]
+        return [], [
+            f"{root}: dataset root folder not found; set dataset.root (or SEGBENCH_SHARED) to the folder "
+            "holding your data"
+        ]
     for pair in cfg.get("pairs") or [{"images": "images", "masks": "masks"}]:
         img_dir, mask_dir = root / pair["images"], root / pair["masks"]
         for d, key in ((img_dir, "images"), (mask_dir, "masks")):
@@ -58,37 +85,24 @@ def pair_mask_folder(cfg: dict[str, Any]) -> tuple[list[dict[str, Any]], list[st
                 problems.append(f"{d}: folder not found; fix dataset.pairs[].{key} (relative to {root})")
         if not img_dir.is_dir() or not mask_dir.is_dir():
             continue
-        images: dict[str, Path] = {}
-        for p in sorted(img_dir.iterdir()):
-            if p.name.startswith(".") or not p.is_file():
-                continue
-            sid = _strip(p.name, cfg.get("image_prefix", ""), cfg.get("image_suffix", ""))
-            if sid is None:
-                continue
-            if p.suffix.lower() not in IMAGE_EXTS:
-                problems.append(f"{p}: not an image type segbench reads ({', '.join(sorted(IMAGE_EXTS))}); remove it or change dataset.image_suffix")
-                continue
-            images[sid] = p
-        masks: dict[str, Path] = {}
-        for p in sorted(mask_dir.iterdir()):
-            if p.name.startswith(".") or not p.is_file():
-                continue
-            sid = _strip(p.name, cfg.get("mask_prefix", ""), cfg.get("mask_suffix", ""))
-            if sid is not None:
-                masks[sid] = p
+        images = _files_by_id(img_dir, cfg.get("image_prefix", ""), cfg.get("image_suffix", ""), problems)
+        masks = _files_by_id(mask_dir, cfg.get("mask_prefix", ""), cfg.get("mask_suffix", ""))
         for sid in sorted(set(images) - set(masks)):
             problems.append(
-                f"{images[sid]}: no mask '{cfg.get('mask_prefix', '')}{sid}{cfg.get('mask_suffix', '')}' in {mask_dir}; "
-                f"add the mask, remove the image, or fix dataset.mask_prefix/mask_suffix"
+                f"{images[sid]}: no mask '{cfg.get('mask_prefix', '')}{sid}{cfg.get('mask_suffix', '')}' in "
+                f"{mask_dir}; add the mask, remove the image, or fix dataset.mask_prefix/mask_suffix"
             )
         for sid in sorted(set(masks) - set(images)):
             problems.append(
-                f"{masks[sid]}: no image '{cfg.get('image_prefix', '')}{sid}{cfg.get('image_suffix', '')}' in {img_dir}; "
-                f"add the image, remove the mask, or fix dataset.image_prefix/image_suffix"
+                f"{masks[sid]}: no image '{cfg.get('image_prefix', '')}{sid}{cfg.get('image_suffix', '')}' "
+                f"in {img_dir}; add the image, remove the mask, or fix dataset.image_prefix/image_suffix"
             )
         for sid in sorted(set(images) & set(masks)):
             if sid in items:
-                problems.append(f"{images[sid]}: id '{sid}' also at {items[sid]['image']}; ids must be unique across dataset.pairs, rename one")
+                problems.append(
+                    f"{images[sid]}: id '{sid}' also at {items[sid]['image']}; ids must be unique across "
+                    "dataset.pairs, rename one"
+                )
                 continue
             items[sid] = {"id": sid, "image": images[sid], "mask": masks[sid], "subset": pair.get("subset")}
     if not items and not problems:
@@ -121,8 +135,10 @@ def _read_index_mask(path: Path) -> np.ndarray:
     with Image.open(path) as im:
         if im.mode not in ("L", "P", "I", "I;16", "1"):
             raise DatasetError(
-                [f"{path}: mask has {im.mode} pixels, expected single-channel class indices (mode L, P or I;16); "
-                 f"for RGB colour masks use dataset.format: palette with the class colours"]
+                [
+                    f"{path}: mask has {im.mode} pixels, expected single-channel class indices (mode L, P or "
+                    "I;16); for RGB colour masks use dataset.format: palette with the class colours"
+                ]
             )
         return np.asarray(im).astype(np.int64)
 
@@ -159,8 +175,9 @@ def _colour_table(cfg: dict[str, Any], table: ClassTable) -> dict[tuple[int, int
     return out
 
 
-def _read_palette_mask(path: Path, colours: dict[tuple[int, int, int], int],
-                       palettes: dict[int, tuple[int, int, int]]) -> np.ndarray:
+def _read_palette_mask(
+    path: Path, colours: dict[tuple[int, int, int], int], palettes: dict[int, tuple[int, int, int]]
+) -> np.ndarray:
     with Image.open(path) as im:
         if im.mode == "P":
             pal = im.getpalette() or []
@@ -168,12 +185,20 @@ def _read_palette_mask(path: Path, colours: dict[tuple[int, int, int], int],
                 palettes.setdefault(i, tuple(pal[3 * i : 3 * i + 3]))  # type: ignore[arg-type]
             return np.asarray(im).astype(np.int64)
         if im.mode not in ("RGB", "RGBA"):
-            raise DatasetError([f"{path}: palette masks must be RGB or palette PNG (mode P), not {im.mode}; "
-                                f"for index masks use dataset.format: masks"])
+            raise DatasetError(
+                [
+                    f"{path}: palette masks must be RGB or palette PNG (mode P), not {im.mode}; "
+                    f"for index masks use dataset.format: masks"
+                ]
+            )
         rgb = np.asarray(im.convert("RGB"))
     if not colours:
-        raise DatasetError([f"{path}: an RGB colour mask needs a colour -> class table: give each class a 'color' "
-                            f"or set dataset.palette"])
+        raise DatasetError(
+            [
+                f"{path}: an RGB colour mask needs a colour -> class table: give each class a 'color' "
+                f"or set dataset.palette"
+            ]
+        )
     code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
     keys = np.array([(r << 16) | (g << 8) | b for r, g, b in colours], np.int64)
     vals = np.array(list(colours.values()), np.int64)
@@ -185,9 +210,13 @@ def _read_palette_mask(path: Path, colours: dict[tuple[int, int, int], int],
         uniq, counts = np.unique(code[~hit], return_counts=True)
         top = sorted(zip(counts.tolist(), uniq.tolist()), reverse=True)[:5]
         listed = ", ".join(f"#{c:06x} ({n} px)" for n, c in top)
-        raise DatasetError([f"{path}: colour(s) {listed} are not in the colour table; add them to the classes' colours "
-                            f"or dataset.palette, or list them in dataset.ignore_colors (anti-aliased edges mean "
-                            f"the mask was saved with smoothing: export it without)"])
+        raise DatasetError(
+            [
+                f"{path}: colour(s) {listed} are not in the colour table; add them to the classes' colours "
+                f"or dataset.palette, or list them in dataset.ignore_colors (anti-aliased edges mean "
+                f"the mask was saved with smoothing: export it without)"
+            ]
+        )
     return vals[idx]
 
 
@@ -211,8 +240,10 @@ def samples(cfg: dict[str, Any], table: ClassTable, problems: Problems) -> Itera
                     break  # the conversion pass reports the unreadable file
             binary = 255 in seen and seen <= {0, 255}
         if binary:
-            problems.warn(f"{cfg.get('root')}: masks hold only 0 and 255 and the dataset has 2 classes: read as binary "
-                          f"masks, 255 -> class 1 (set dataset.mask_encoding: index to keep 255 as ignore_index)")
+            problems.warn(
+                f"{cfg.get('root')}: masks hold only 0 and 255 and the dataset has 2 classes: read as binary "
+                f"masks, 255 -> class 1 (set dataset.mask_encoding: index to keep 255 as ignore_index)"
+            )
     colours = _colour_table(cfg, table) if fmt == "palette" else {}
     palettes: dict[int, tuple[int, int, int]] = {}
     for it in items:
@@ -222,7 +253,11 @@ def samples(cfg: dict[str, Any], table: ClassTable, problems: Problems) -> Itera
             else:
                 mask = remap_mask(_read_index_mask(it["mask"]), cfg.get("mask_value_map"))
                 if binary:
-                    mask = np.where(mask >= 128, 1, 0) if encoding == "binary" else np.where(mask == 255, 1, mask)
+                    mask = (
+                        np.where(mask >= 128, 1, 0)
+                        if encoding == "binary"
+                        else np.where(mask == 255, 1, mask)
+                    )
         except DatasetError as err:
             problems.errors.extend(err.problems)
             continue
