@@ -15,9 +15,17 @@ import os
 from pathlib import Path
 
 from segbench import config as sb_config
-from segbench.config import start_weight_files
 from segbench.data.convert import ensure_raw, list_sources
 from segbench.io import write_if_changed
+from segbench.layout import (
+    EVAL_FILES,
+    TRAIN_FILES,
+    DatasetLayout,
+    ExperimentLayout,
+    ensemble_name,
+    named_files,
+)
+from segbench.models.weights import start_weight_files
 from segbench.provenance import STEPS, code_fingerprint, default_output_cache
 
 if "name" in config and "model" in config:
@@ -32,30 +40,39 @@ JOBS = sb_config.job_configs(CFG)
 ensure_raw(JOBS["dataset"])
 JOBS["dataset"].pop("import_from", None)
 EXP = CFG["name"]
-RES = f"results/{EXP}"
-CONF = f"{RES}/configs"
-DS = f"data/processed/{CFG['dataset']['name']}"
+# every path below comes from segbench.layout, the one definition the steps use too
+LAYOUT = ExperimentLayout(f"results/{EXP}")
+DATA = DatasetLayout.named(CFG["dataset"]["name"])
+DATASET_JSON = DATA.dataset_json.as_posix()
+VALIDATION_JSON = DATA.validation_json.as_posix()
+SPLITS = LAYOUT.splits.as_posix()
+# a rule's model x fold (wildcards)
+MODEL_DIR = LAYOUT.model_dir("{model}", "{fold}").as_posix()
+EVAL_DIR = LAYOUT.eval_dir("{model}", "{fold}").as_posix()
+ENSEMBLE_EVAL_DIR = LAYOUT.eval_dir(ensemble_name("{k}"), "{fold}").as_posix()
 MODELS = list(CFG["models"])
 N_FOLDS = int(CFG["split"].get("n_folds", 1)) if CFG["split"]["strategy"] == "kfold" else 1
 FOLDS = list(range(N_FOLDS))
-REPORT = f"{RES}/report/index.html"
+REPORT = LAYOUT.report_html.as_posix()
 # training/evaluation jobs ask for one GPU (a SLURM --gpus, a local --resources gpu=N slot) unless the
 # experiment runs on the CPU (device=cpu)
 GPU = 0 if str(CFG.get("device", "auto")).lower() == "cpu" else 1
 # a training job with train.devices > 1 runs DDP over that many GPUs (or CPU processes)
 TRAIN_GPUS = GPU * int(CFG["train"].get("devices", 1) or 1)
 _TOP_K = int(CFG["select"].get("ensemble_top_k", 0) or 0)
-ENSEMBLES = [f"ensemble_top{_TOP_K}"] if _TOP_K >= 2 and len(MODELS) >= 2 else []
+ENSEMBLES = [ensemble_name(_TOP_K)] if _TOP_K >= 2 and len(MODELS) >= 2 else []
 CANDIDATES = MODELS + ENSEMBLES
 
-for _key in ("dataset", "split", "train", "augment", "evaluate", "report", "select"):
-    write_if_changed(f"{CONF}/{_key}.json", sb_config.dump_json(JOBS[_key]))
+# `logger` is written too but is no job's input: where training logs to never retrains a model (the
+# train rule finds it beside configs/train.json)
+for _key in ("dataset", "split", "train", "augment", "evaluate", "report", "select", "logger"):
+    write_if_changed(LAYOUT.step_config(_key), sb_config.dump_json(JOBS[_key]))
 for _name, _mcfg in JOBS["models"].items():
-    write_if_changed(f"{CONF}/models/{_name}.json", sb_config.dump_json(_mcfg))
+    write_if_changed(LAYOUT.model_config(_name), sb_config.dump_json(_mcfg))
 # The conversion depends on the dataset config only, shared by every experiment on that dataset: one
 # file beside the processed dataset, so running a second experiment does not make the first one's
 # dataset look stale (a per-experiment copy would be newer than the converted data).
-DATASET_CFG = f"data/processed/{CFG['dataset']['name']}.config.json"
+DATASET_CFG = DATA.config_json.as_posix()
 write_if_changed(DATASET_CFG, sb_config.dump_json(JOBS["dataset"]))
 
 # the code each step runs (segbench modules + library versions): a `params` entry of every rule
@@ -73,4 +90,3 @@ SEGBENCH_ENV = "../envs/segbench.yaml"
 wildcard_constraints:
     model=r"[A-Za-z0-9_.-]+",
     fold=r"\d+",
-

@@ -4,9 +4,9 @@ rule convert:
         cfg=DATASET_CFG,
         raw=list_sources(JOBS["dataset"]),
     output:
-        f"{DS}/dataset.json",
+        DATASET_JSON,
     log:
-        f"{RES}/logs/convert.log",
+        LAYOUT.log("convert.log").as_posix(),
     params:
         out=lambda wildcards, output: os.path.dirname(output[0]),
         code=CODE["convert"],
@@ -19,11 +19,11 @@ rule convert:
 rule validate:
     """Every image has one mask of its size, mask values are classes or ignore_index."""
     input:
-        f"{DS}/dataset.json",
+        DATASET_JSON,
     output:
-        f"{DS}/validation.json",
+        VALIDATION_JSON,
     log:
-        f"{RES}/logs/validate.log",
+        LAYOUT.log("validate.log").as_posix(),
     params:
         code=CODE["validate"],
     conda:
@@ -35,13 +35,13 @@ rule validate:
 rule split:
     """splits.json: test ids and folds (group-aware), shared by every model."""
     input:
-        dataset=f"{DS}/dataset.json",
-        validation=f"{DS}/validation.json",
-        cfg=f"{CONF}/split.json",
+        dataset=DATASET_JSON,
+        validation=VALIDATION_JSON,
+        cfg=LAYOUT.step_config("split").as_posix(),
     output:
-        f"{RES}/splits.json",
+        SPLITS,
     log:
-        f"{RES}/logs/split.log",
+        LAYOUT.log("split.log").as_posix(),
     params:
         code=CODE["split"],
     conda:

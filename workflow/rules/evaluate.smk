@@ -3,29 +3,22 @@ rule evaluate:
     wildcard_constraints:
         model=r"(?!ensemble_top\d+$)[A-Za-z0-9_.-]+",
     input:
-        weights=f"{RES}/models/{{model}}/fold{{fold}}/model.safetensors",
-        info=f"{RES}/models/{{model}}/fold{{fold}}/model.json",
-        dataset=f"{DS}/dataset.json",
-        splits=f"{RES}/splits.json",
-        cfg=f"{CONF}/evaluate.json",
+        weights=f"{MODEL_DIR}/model.safetensors",
+        info=f"{MODEL_DIR}/model.json",
+        dataset=DATASET_JSON,
+        splits=SPLITS,
+        cfg=LAYOUT.step_config("evaluate").as_posix(),
     output:
-        metrics=f"{RES}/eval/{{model}}/fold{{fold}}/metrics.json",
-        per_image=f"{RES}/eval/{{model}}/fold{{fold}}/per_image.csv",
-        confusion=f"{RES}/eval/{{model}}/fold{{fold}}/confusion.npy",
-        confusion_per_image=f"{RES}/eval/{{model}}/fold{{fold}}/confusion_per_image.npy",
-        predictions=directory(f"{RES}/eval/{{model}}/fold{{fold}}/predictions"),
-        val_per_image=f"{RES}/eval/{{model}}/fold{{fold}}/val_per_image.csv",
-        val_confusion=f"{RES}/eval/{{model}}/fold{{fold}}/val_confusion.npy",
-        val_confusion_per_image=f"{RES}/eval/{{model}}/fold{{fold}}/val_confusion_per_image.npy",
-        timing=f"{RES}/eval/{{model}}/fold{{fold}}/timing.json",
+        **named_files(EVAL_DIR, EVAL_FILES),
+        predictions=directory(f"{EVAL_DIR}/predictions"),
     params:
         model="{model}",
         fold="{fold}",
         code=CODE["evaluate"],
         ckpt=lambda wildcards, input: os.path.dirname(input.weights),
-        out=lambda wildcards, output: os.path.dirname(output.metrics),
+        out=lambda wildcards, output: os.path.dirname(output.metrics_json),
     log:
-        f"{RES}/logs/evaluate/{{model}}_fold{{fold}}.log",
+        LAYOUT.job_log("evaluate", "{model}", "{fold}").as_posix(),
     conda:
         SEGBENCH_ENV
     threads: workflow.cores
@@ -43,31 +36,24 @@ rule ensemble:
     wildcard_constraints:
         k=r"\d+",
     input:
-        val=expand(f"{RES}/eval/{{model}}/fold{{fold}}/val_confusion.npy", model=MODELS, fold=FOLDS),
-        weights=expand(f"{RES}/models/{{model}}/fold{{fold}}/model.safetensors", model=MODELS, fold=FOLDS),
-        dataset=f"{DS}/dataset.json",
-        splits=f"{RES}/splits.json",
-        select=f"{CONF}/select.json",
-        cfg=f"{CONF}/evaluate.json",
+        val=LAYOUT.eval_files("val_confusion.npy", MODELS, FOLDS),
+        weights=LAYOUT.model_files("model.safetensors", MODELS, FOLDS),
+        dataset=DATASET_JSON,
+        splits=SPLITS,
+        select=LAYOUT.step_config("select").as_posix(),
+        cfg=LAYOUT.step_config("evaluate").as_posix(),
     output:
-        metrics=f"{RES}/eval/ensemble_top{{k}}/fold{{fold}}/metrics.json",
-        per_image=f"{RES}/eval/ensemble_top{{k}}/fold{{fold}}/per_image.csv",
-        confusion=f"{RES}/eval/ensemble_top{{k}}/fold{{fold}}/confusion.npy",
-        confusion_per_image=f"{RES}/eval/ensemble_top{{k}}/fold{{fold}}/confusion_per_image.npy",
-        predictions=directory(f"{RES}/eval/ensemble_top{{k}}/fold{{fold}}/predictions"),
-        val_per_image=f"{RES}/eval/ensemble_top{{k}}/fold{{fold}}/val_per_image.csv",
-        val_confusion=f"{RES}/eval/ensemble_top{{k}}/fold{{fold}}/val_confusion.npy",
-        val_confusion_per_image=f"{RES}/eval/ensemble_top{{k}}/fold{{fold}}/val_confusion_per_image.npy",
-        timing=f"{RES}/eval/ensemble_top{{k}}/fold{{fold}}/timing.json",
-        spec=f"{RES}/models/ensemble_top{{k}}/fold{{fold}}/ensemble.json",
+        **named_files(ENSEMBLE_EVAL_DIR, EVAL_FILES),
+        predictions=directory(f"{ENSEMBLE_EVAL_DIR}/predictions"),
+        spec=LAYOUT.model_file(ensemble_name("{k}"), "{fold}", "ensemble.json").as_posix(),
     params:
         exp=lambda wildcards, input: os.path.dirname(input.splits),
         folds=N_FOLDS,
         models=" ".join(MODELS),
-        out=lambda wildcards, output: os.path.dirname(output.metrics),
+        out=lambda wildcards, output: os.path.dirname(output.metrics_json),
         code=CODE["ensemble"],
     log:
-        f"{RES}/logs/evaluate/ensemble_top{{k}}_fold{{fold}}.log",
+        LAYOUT.job_log("evaluate", ensemble_name("{k}"), "{fold}").as_posix(),
     conda:
         SEGBENCH_ENV
     threads: workflow.cores

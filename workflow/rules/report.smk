@@ -1,23 +1,23 @@
 rule aggregate:
     """summary.csv/json (one row per model), learning_curves.csv, selection.json (on validation only)."""
     input:
-        metrics=expand(f"{RES}/eval/{{model}}/fold{{fold}}/metrics.json", model=CANDIDATES, fold=FOLDS),
-        timing=expand(f"{RES}/eval/{{model}}/fold{{fold}}/timing.json", model=CANDIDATES, fold=FOLDS),
-        per_image=expand(f"{RES}/eval/{{model}}/fold{{fold}}/confusion_per_image.npy", model=CANDIDATES, fold=FOLDS),
-        val=expand(f"{RES}/eval/{{model}}/fold{{fold}}/val_confusion.npy", model=CANDIDATES, fold=FOLDS),
-        meta=expand(f"{RES}/models/{{model}}/fold{{fold}}/train_meta.json", model=MODELS, fold=FOLDS),
-        history=expand(f"{RES}/models/{{model}}/fold{{fold}}/history.csv", model=MODELS, fold=FOLDS),
-        models=expand(f"{CONF}/models/{{model}}.json", model=MODELS),
-        validation=f"{DS}/validation.json",
-        dataset=f"{DS}/dataset.json",
-        splits=f"{RES}/splits.json",
-        select=f"{CONF}/select.json",
+        metrics=LAYOUT.eval_files("metrics.json", CANDIDATES, FOLDS),
+        timing=LAYOUT.eval_files("timing.json", CANDIDATES, FOLDS),
+        per_image=LAYOUT.eval_files("confusion_per_image.npy", CANDIDATES, FOLDS),
+        val=LAYOUT.eval_files("val_confusion.npy", CANDIDATES, FOLDS),
+        meta=LAYOUT.model_files("train_meta.json", MODELS, FOLDS),
+        history=LAYOUT.model_files("history.csv", MODELS, FOLDS),
+        models=[LAYOUT.model_config(m).as_posix() for m in MODELS],
+        validation=VALIDATION_JSON,
+        dataset=DATASET_JSON,
+        splits=SPLITS,
+        select=LAYOUT.step_config("select").as_posix(),
     output:
-        summary=f"{RES}/summary.json",
-        table=f"{RES}/summary.csv",
-        curves=f"{RES}/learning_curves.csv",
-        selection=f"{RES}/selection.json",
-        provenance=f"{RES}/provenance.json",
+        summary=LAYOUT.summary_json.as_posix(),
+        table=LAYOUT.summary_csv.as_posix(),
+        curves=LAYOUT.learning_curves.as_posix(),
+        selection=LAYOUT.selection.as_posix(),
+        provenance=LAYOUT.provenance.as_posix(),
     params:
         exp=lambda wildcards, output: os.path.dirname(output.summary),
         ds=lambda wildcards, input: os.path.dirname(input.validation),
@@ -25,7 +25,7 @@ rule aggregate:
         ensembles=" ".join(ENSEMBLES),
         code=CODE["aggregate"],
     log:
-        f"{RES}/logs/aggregate.log",
+        LAYOUT.log("aggregate.log").as_posix(),
     conda:
         SEGBENCH_ENV
     shell:
@@ -36,21 +36,23 @@ rule aggregate:
 rule best:
     """best/: the selected model ready to use (weights, config, classes, preprocessing, ONNX + parity, model card)."""
     input:
-        selection=f"{RES}/selection.json",
-        summary=f"{RES}/summary.json",
-        weights=expand(f"{RES}/models/{{model}}/fold{{fold}}/model.safetensors", model=MODELS, fold=FOLDS),
-        ensembles=expand(f"{RES}/models/{{model}}/fold{{fold}}/ensemble.json", model=ENSEMBLES, fold=FOLDS),
-        dataset=f"{DS}/dataset.json",
-        select=f"{CONF}/select.json",
-        evaluate=f"{CONF}/evaluate.json",
+        selection=LAYOUT.selection.as_posix(),
+        summary=LAYOUT.summary_json.as_posix(),
+        weights=LAYOUT.model_files("model.safetensors", MODELS, FOLDS),
+        ensembles=LAYOUT.model_files("ensemble.json", ENSEMBLES, FOLDS),
+        dataset=DATASET_JSON,
+        select=LAYOUT.step_config("select").as_posix(),
+        evaluate=LAYOUT.step_config("evaluate").as_posix(),
+    # README.md is written last, into a temporary folder renamed as a whole; the model card and
+    # onnx_parity.json exist only when a model was selectable (and select.onnx is on)
     output:
-        card=f"{RES}/best/README.md",
+        readme=LAYOUT.best_file("README.md").as_posix(),
     params:
         exp=lambda wildcards, input: os.path.dirname(input.summary),
         ds=lambda wildcards, input: os.path.dirname(input.dataset),
         code=CODE["best"],
     log:
-        f"{RES}/logs/best.log",
+        LAYOUT.log("best.log").as_posix(),
     conda:
         SEGBENCH_ENV
     shell:
@@ -61,15 +63,20 @@ rule best:
 rule report:
     """report/index.html: self-contained (plots embedded), readable offline."""
     input:
-        summary=f"{RES}/summary.json",
-        curves=f"{RES}/learning_curves.csv",
-        per_image=expand(f"{RES}/eval/{{model}}/fold{{fold}}/per_image.csv", model=CANDIDATES, fold=FOLDS),
-        # each evaluate job writes predictions/ before metrics.json; a folder is not an input here since
-        # Snakemake can checksum files only (a pulled folder's new mtime would re-render the report)
-        metrics=expand(f"{RES}/eval/{{model}}/fold{{fold}}/metrics.json", model=CANDIDATES, fold=FOLDS),
-        cfg=f"{CONF}/report.json",
-        dataset=f"{DS}/dataset.json",
-        best=f"{RES}/best/README.md",
+        summary=LAYOUT.summary_json.as_posix(),
+        selection=LAYOUT.selection.as_posix(),
+        curves=LAYOUT.learning_curves.as_posix(),
+        per_image=LAYOUT.eval_files("per_image.csv", CANDIDATES, FOLDS),
+        confusion=LAYOUT.eval_files("confusion.npy", CANDIDATES, FOLDS),
+        metrics=LAYOUT.eval_files("metrics.json", CANDIDATES, FOLDS),
+        # the overlays read fold 0's predicted masks; ancient: a folder's mtime (a fresh checkout, a
+        # `dvc pull`) is not a change, its evaluation job's metrics.json above is
+        predictions=[ancient(LAYOUT.predictions_dir(m, 0).as_posix()) for m in CANDIDATES],
+        cfg=LAYOUT.step_config("report").as_posix(),
+        select=LAYOUT.step_config("select").as_posix(),
+        dataset=DATASET_JSON,
+        # best/ as a whole (the ONNX parity the page states): README.md is its last file
+        readme=LAYOUT.best_file("README.md").as_posix(),
     output:
         REPORT,
     params:
@@ -77,9 +84,9 @@ rule report:
         ds=lambda wildcards, input: os.path.dirname(input.dataset),
         code=CODE["report"],
     log:
-        f"{RES}/logs/report.log",
+        LAYOUT.log("report.log").as_posix(),
     conda:
         SEGBENCH_ENV
     shell:
         "segbench report --experiment {params.exp} --dataset-dir {params.ds} --config {input.cfg}"
-        " --out {output} > {log} 2>&1"
+        " --select {input.select} --out {output} > {log} 2>&1"

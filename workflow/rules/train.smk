@@ -1,20 +1,16 @@
 rule train:
     """One model on one fold. Sees only its model config, the recipes, the split and the dataset."""
     input:
-        dataset=f"{DS}/dataset.json",
-        splits=f"{RES}/splits.json",
-        model=f"{CONF}/models/{{model}}.json",
-        train=f"{CONF}/train.json",
-        augment=f"{CONF}/augment.json",
+        dataset=DATASET_JSON,
+        splits=SPLITS,
+        model=LAYOUT.model_config("{model}").as_posix(),
+        train=LAYOUT.step_config("train").as_posix(),
+        augment=LAYOUT.step_config("augment").as_posix(),
         # a model that starts from files (another run's trained weights, a local encoder_weights file)
         # depends on their content
         start=lambda w: start_weight_files(CFG["model"].get(w.model, {})),
     output:
-        weights=f"{RES}/models/{{model}}/fold{{fold}}/model.safetensors",
-        last=f"{RES}/models/{{model}}/fold{{fold}}/last.safetensors",
-        info=f"{RES}/models/{{model}}/fold{{fold}}/model.json",
-        history=f"{RES}/models/{{model}}/fold{{fold}}/history.csv",
-        meta=f"{RES}/models/{{model}}/fold{{fold}}/train_meta.json",
+        **named_files(MODEL_DIR, TRAIN_FILES),
     params:
         # the cache key holds params, not wildcards: both are here; no path (it names the experiment)
         model="{model}",
@@ -22,7 +18,7 @@ rule train:
         code=CODE["train"],
     cache: True
     log:
-        f"{RES}/logs/train/{{model}}_fold{{fold}}.log",
+        LAYOUT.job_log("train", "{model}", "{fold}").as_posix(),
     conda:
         SEGBENCH_ENV
     threads: workflow.cores
@@ -30,7 +26,10 @@ rule train:
         gpu=TRAIN_GPUS,
         mem_mb=8000,
         runtime=240,
+    # the logger config (configs/logger.json, beside train.json) is read but is not an input: where a
+    # job logs to is not part of what it computes, nor of its cache key
     shell:
         "segbench train --dataset {input.dataset} --splits {input.splits} --fold {params.fold}"
         " --model {input.model} --train {input.train} --augment {input.augment}"
-        " --out $(dirname {output.weights}) --threads {threads} 2>&1 | tee {log}"
+        " --logger $(dirname {input.train})/logger.json"
+        " --out $(dirname {output.model_safetensors}) --threads {threads} 2>&1 | tee {log}"
