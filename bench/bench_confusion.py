@@ -57,8 +57,14 @@ def main() -> None:
     theirs_fast = timeit(lambda: run_tm(tm_fast), a.repeats)
     print(f"{a.batch}x{a.size}x{a.size} int64, {a.classes} classes, 5% ignored, median of {a.repeats}")
     print(f"segbench confusion_matrix            {pixels / ours / 1e6:8.1f} Mpixel/s  ({ours * 1e3:7.1f} ms)")
-    print(f"torchmetrics (validate_args=True)    {pixels / theirs / 1e6:8.1f} Mpixel/s  ({theirs * 1e3:7.1f} ms)  ratio {theirs / ours:.2f}x")
-    print(f"torchmetrics (validate_args=False)   {pixels / theirs_fast / 1e6:8.1f} Mpixel/s  ({theirs_fast * 1e3:7.1f} ms)  ratio {theirs_fast / ours:.2f}x")
+    print(
+        f"torchmetrics (validate_args=True)    {pixels / theirs / 1e6:8.1f} Mpixel/s  ({theirs * 1e3:7.1f} "
+        f"ms)  ratio {theirs / ours:.2f}x"
+    )
+    print(
+        f"torchmetrics (validate_args=False)   {pixels / theirs_fast / 1e6:8.1f} Mpixel/s  "
+        f"({theirs_fast * 1e3:7.1f} ms)  ratio {theirs_fast / ours:.2f}x"
+    )
 
 
 if __name__ == "__main__":

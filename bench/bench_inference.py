@@ -36,9 +36,17 @@ def make_model(d: Path) -> Path:
     mcfg = dict(cfg["model"]["smp_unet_r18"], name="smp_unet_r18")
     model = create_model(num_classes=11, **mcfg)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "model.safetensors"))
-    atomic_write_json(d / "model.json", {"model": mcfg, "num_classes": 11, "classes": cfg["dataset"]["classes"],
-                                         "ignore_index": 255, "image_size": cfg["train"]["image_size"],
-                                         "normalize": cfg["augment"]["normalize"]})
+    atomic_write_json(
+        d / "model.json",
+        {
+            "model": mcfg,
+            "num_classes": 11,
+            "classes": cfg["dataset"]["classes"],
+            "ignore_index": 255,
+            "image_size": cfg["train"]["image_size"],
+            "normalize": cfg["augment"]["normalize"],
+        },
+    )
     return d
 
 
@@ -55,14 +63,32 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = Path(a.model) if a.model else make_model(tmp)
-        print(f"model {model}, mode {a.mode}" + (f", crop {a.crop[0]}x{a.crop[1]}, overlap {a.overlap}" if a.mode == "slide" else ""))
+        print(
+            f"model {model}, mode {a.mode}"
+            + (f", crop {a.crop[0]}x{a.crop[1]}, overlap {a.overlap}" if a.mode == "slide" else "")
+        )
         print(f"{'image':>10} {'megapixels':>10} {'seconds':>8} {'peak RSS MiB':>12} {'mask':>12}")
         for size in a.sizes:
             w, h = (int(v) for v in size.split("x"))
             img = tmp / f"img_{w}x{h}.jpg"
             Image.open(frame).convert("RGB").resize((w, h), Image.BILINEAR).save(img, quality=92)
-            cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "segbench.cli", "predict", "--model", str(model), str(img),
-                   "-o", str(tmp / f"out_{w}x{h}.png"), "--mode", a.mode, "--device", "cpu"]
+            cmd = [
+                "/usr/bin/time",
+                "-v",
+                sys.executable,
+                "-m",
+                "segbench.cli",
+                "predict",
+                "--model",
+                str(model),
+                str(img),
+                "-o",
+                str(tmp / f"out_{w}x{h}.png"),
+                "--mode",
+                a.mode,
+                "--device",
+                "cpu",
+            ]
             if a.mode == "slide":
                 cmd += ["--crop", *a.crop, "--overlap", a.overlap]
             r = subprocess.run(cmd, capture_output=True, text=True)

@@ -23,8 +23,12 @@ def test_config_error_exit_code_and_message(capsys):
 def test_models_lists_library_name_and_parameters():
     """The zoo as `segbench models` shows it: >= 12 SMP architectures, the 3 torchvision families and
     >= 15 MMSegmentation configs, each one built here (--strict: a config that does not build fails)."""
-    out = subprocess.run([sys.executable, "-m", "segbench.cli", "models", "--strict"], capture_output=True, text=True,
-                         timeout=900)
+    out = subprocess.run(
+        [sys.executable, "-m", "segbench.cli", "models", "--strict"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     by_lib = {}
@@ -37,15 +41,26 @@ def test_models_lists_library_name_and_parameters():
     assert {line.split()[3].split("_")[0] for line in by_lib["torchvision"]} == {"fcn", "deeplabv3", "lraspp"}
     assert len(by_lib["mmseg"]) >= 15
     unet = next(line for line in lines if line.split()[1] == "smp_unet_r18")
-    assert unet.split()[0] == "smp" and 14.0 < float(unet.split()[2].rstrip("M")) < 14.5  # Unet(resnet18): 14.33M
+    assert (
+        unet.split()[0] == "smp" and 14.0 < float(unet.split()[2].rstrip("M")) < 14.5
+    )  # Unet(resnet18): 14.33M
 
 
 def test_convert_reports_missing_root(tmp_path, capsys):
     import json
 
     cfg = tmp_path / "ds.json"
-    cfg.write_text(json.dumps({"name": "x", "format": "mask_folder", "root": str(tmp_path / "nope"),
-                               "classes": [{"id": 0, "name": "a"}, {"id": 1, "name": "b"}], "ignore_index": 255}))
+    cfg.write_text(
+        json.dumps(
+            {
+                "name": "x",
+                "format": "mask_folder",
+                "root": str(tmp_path / "nope"),
+                "classes": [{"id": 0, "name": "a"}, {"id": 1, "name": "b"}],
+                "ignore_index": 255,
+            }
+        )
+    )
     assert main(["convert", "--config", str(cfg), "--out", str(tmp_path / "out")]) == 2
     assert "dataset root folder not found" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -11,11 +11,15 @@ def test_default_experiment_has_three_libraries():
     libs = {cfg["model"][m]["library"] for m in cfg["models"]}
     assert libs == {"smp", "torchvision", "mmseg"}
     # the raw data lives in the project (DVC-tracked), copied once from $SEGBENCH_SHARED/data/camvid
-    assert cfg["dataset"]["root"] == "data/raw/camvid" and cfg["dataset"]["import_from"].endswith("data/camvid")
+    assert cfg["dataset"]["root"] == "data/raw/camvid" and cfg["dataset"]["import_from"].endswith(
+        "data/camvid"
+    )
 
 
 def test_overrides_and_model_overrides():
-    cfg = config.compose(["train.epochs=7", "models=[smp_unet_r18]", "+model_overrides.smp_unet_r18.encoder=resnet34"])
+    cfg = config.compose(
+        ["train.epochs=7", "models=[smp_unet_r18]", "+model_overrides.smp_unet_r18.encoder=resnet34"]
+    )
     assert cfg["train"]["epochs"] == 7
     assert list(cfg["model"]) == ["smp_unet_r18"]
     assert cfg["model"]["smp_unet_r18"]["encoder"] == "resnet34"

@@ -83,8 +83,14 @@ def test_validate_counts_pixels(processed):
 @pytest.mark.parametrize("strategy,n_folds", [("holdout", 1), ("kfold", 2)])
 def test_group_aware_splits(processed, strategy, n_folds):
     meta = json.loads(processed.read_text())
-    cfg = {"strategy": strategy, "seed": 3, "test_fraction": 0.25, "val_fraction": 0.0 if strategy == "kfold" else 0.25,
-           "n_folds": n_folds, "group_aware": True}
+    cfg = {
+        "strategy": strategy,
+        "seed": 3,
+        "test_fraction": 0.25,
+        "val_fraction": 0.0 if strategy == "kfold" else 0.25,
+        "n_folds": n_folds,
+        "group_aware": True,
+    }
     s = make_splits(processed, cfg)
     assert make_splits(processed, cfg) == s  # seeded: deterministic
     group = {i: e["group"] for i, e in meta["manifest"].items()}
@@ -103,4 +109,7 @@ def test_group_aware_splits(processed, strategy, n_folds):
 
 def test_split_too_few_groups(processed):
     with pytest.raises(DatasetError, match="cannot make 9 folds"):
-        make_splits(processed, {"strategy": "kfold", "seed": 0, "test_fraction": 0.25, "n_folds": 9, "group_aware": True})
+        make_splits(
+            processed,
+            {"strategy": "kfold", "seed": 0, "test_fraction": 0.25, "n_folds": 9, "group_aware": True},
+        )

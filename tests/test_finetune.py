@@ -13,11 +13,33 @@ from segbench.config import ConfigError, compose, job_configs
 from segbench.data.splits import make_splits
 from segbench.models import create_model
 from segbench.models.weights import efficientnet_lite0_lukemelas_to_timm, weights_cache_dir
-from segbench.train import lr_valley, train_model
+from segbench.training import lr_valley, train_model
 
-STREET = {"streetcar", "traffic light", "trolleybus", "passenger car", "cab", "minivan", "police van", "street sign",
-          "moving van", "jeep", "limousine", "sports car", "convertible", "beach wagon", "pickup", "parking meter",
-          "tram", "go-kart", "car wheel", "grille", "trailer truck", "school bus", "recreational vehicle"}
+STREET = {
+    "streetcar",
+    "traffic light",
+    "trolleybus",
+    "passenger car",
+    "cab",
+    "minivan",
+    "police van",
+    "street sign",
+    "moving van",
+    "jeep",
+    "limousine",
+    "sports car",
+    "convertible",
+    "beach wagon",
+    "pickup",
+    "parking meter",
+    "tram",
+    "go-kart",
+    "car wheel",
+    "grille",
+    "trailer truck",
+    "school bus",
+    "recreational vehicle",
+}
 
 
 def _lite0_file():
@@ -42,7 +64,11 @@ def test_efficientnet_lite0_mapping_is_one_to_one_and_the_classifier_sees_street
     top1, conf = [], []
     for path in frames:
         im = np.asarray(Image.open(path).convert("RGB").resize((224, 224)), dtype=np.float32) / 255
-        x = torch.from_numpy((im - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]).permute(2, 0, 1)[None].float()
+        x = (
+            torch.from_numpy((im - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225])
+            .permute(2, 0, 1)[None]
+            .float()
+        )
         with torch.no_grad():
             p = net(x).softmax(1)[0]
         top1.append(info.index_to_description(int(p.argmax())).split(",")[0].strip())
@@ -56,7 +82,9 @@ def test_mapping_rejects_a_foreign_file_and_loading_is_strict(tmp_path):
     raw = torch.load(_lite0_file(), map_location="cpu", weights_only=True)
     with pytest.raises(KeyError, match="_blocks.99"):
         efficientnet_lite0_lukemelas_to_timm({**raw, "_blocks.99._bn1.weight": torch.zeros(1)})
-    m = create_model("smp", num_classes=3, arch="Unet", encoder="tu-tf_efficientnet_lite0", encoder_weights="imagenet")
+    m = create_model(
+        "smp", num_classes=3, arch="Unet", encoder="tu-tf_efficientnet_lite0", encoder_weights="imagenet"
+    )
     assert torch.equal(m.encoder.model.blocks[5][3].conv_pwl.weight, raw["_blocks.14._project_conv.weight"])
     assert torch.equal(m.encoder.model.bn1.running_var, raw["_bn0.running_var"])
     # a file that lacks one tensor of the encoder is refused, not half-loaded
@@ -64,12 +92,17 @@ def test_mapping_rejects_a_foreign_file_and_loading_is_strict(tmp_path):
     enc.pop("model.blocks.2.1.conv_dw.weight")
     save_file(enc, str(tmp_path / "partial.safetensors"))
     with pytest.raises(ValueError, match="1 tensors missing.*blocks.2.1.conv_dw.weight"):
-        create_model("smp", num_classes=3, arch="Unet", encoder="tu-tf_efficientnet_lite0",
-                     encoder_weights=str(tmp_path / "partial.safetensors"))
+        create_model(
+            "smp",
+            num_classes=3,
+            arch="Unet",
+            encoder="tu-tf_efficientnet_lite0",
+            encoder_weights=str(tmp_path / "partial.safetensors"),
+        )
 
 
 def test_a_changed_start_file_is_another_job_for_resume(tmp_path, processed):
-    from segbench.train import _fingerprint
+    from segbench.training.resume import fingerprint as _fingerprint
 
     (tmp_path / "start").mkdir()
     (tmp_path / "start" / "model.safetensors").write_bytes(b"a")
@@ -84,14 +117,22 @@ def test_named_weights_come_from_the_cache_folder_or_say_where_to_put_them(tmp_p
     monkeypatch.setenv("SEGBENCH_WEIGHTS_DIR", str(tmp_path / "cache"))
     # the packaged TF-ported Lite0 file is offered only to the TF-padding architecture it was trained in
     with pytest.raises(FileNotFoundError, match="tu-efficientnet_lite0"):
-        create_model("smp", num_classes=2, arch="FPN", encoder="tu-efficientnet_lite0", encoder_weights="imagenet")
+        create_model(
+            "smp", num_classes=2, arch="FPN", encoder="tu-efficientnet_lite0", encoder_weights="imagenet"
+        )
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "cache" / "resnet18" / "lab.safetensors")):
         create_model("smp", num_classes=2, arch="FPN", encoder="resnet18", encoder_weights="lab")
     src = create_model("smp", num_classes=2, arch="FPN", encoder="resnet18")
     (tmp_path / "cache" / "resnet18").mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in src.encoder.state_dict().items()}, str(weights_cache_dir() / "resnet18" / "lab.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in src.encoder.state_dict().items()},
+        str(weights_cache_dir() / "resnet18" / "lab.safetensors"),
+    )
     got = create_model("smp", num_classes=2, arch="FPN", encoder="resnet18", encoder_weights="lab")
-    assert all(torch.equal(a, b) for a, b in zip(src.encoder.state_dict().values(), got.encoder.state_dict().values()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(src.encoder.state_dict().values(), got.encoder.state_dict().values())
+    )
 
 
 def _jobs(*over):
@@ -99,13 +140,25 @@ def _jobs(*over):
 
 
 def test_frozen_encoder_keeps_weights_and_batchnorm_statistics_then_trains_at_a_lower_lr(tmp_path, processed):
-    jobs = _jobs("train.epochs=2", "models=[smp_unet_effl0_frozen]", "+model_overrides.smp_unet_effl0_frozen.train.freeze_epochs=1")
+    jobs = _jobs(
+        "train.epochs=2",
+        "models=[smp_unet_effl0_frozen]",
+        "+model_overrides.smp_unet_effl0_frozen.train.freeze_epochs=1",
+    )
     make_splits(processed, jobs["split"], tmp_path / "splits.json")
     cfg = jobs["models"]["smp_unet_effl0_frozen"]
     start = create_model(num_classes=11, **cfg).state_dict()
     # epoch 1 frozen: the whole encoder, BatchNorm running statistics included, is the ImageNet one
     one = dict(cfg, train={**cfg["train"], "freeze_epochs": 2})
-    info = train_model(processed, tmp_path / "splits.json", 0, one, dict(jobs["train"], epochs=1), jobs["augment"], tmp_path / "a")
+    info = train_model(
+        processed,
+        tmp_path / "splits.json",
+        0,
+        one,
+        dict(jobs["train"], epochs=1),
+        jobs["augment"],
+        tmp_path / "a",
+    )
     got = load_file(str(tmp_path / "a" / "last.safetensors"))
     enc = [k for k in start if k.startswith("net.encoder.")]
     assert len(enc) == 288 and all(torch.equal(start[k], got[k]) for k in enc)
@@ -130,24 +183,50 @@ def test_pretrain_on_camvid_then_fine_tune_on_the_grape_photos(tmp_path, process
 
     pre = _jobs("train.epochs=1", "models=[tv_lraspp_mbv3]")
     make_splits(processed, pre["split"], tmp_path / "camvid_splits.json")
-    train_model(processed, tmp_path / "camvid_splits.json", 0, pre["models"]["tv_lraspp_mbv3"], pre["train"], pre["augment"],
-                tmp_path / "camvid" / "models" / "m" / "fold0")
+    train_model(
+        processed,
+        tmp_path / "camvid_splits.json",
+        0,
+        pre["models"]["tv_lraspp_mbv3"],
+        pre["train"],
+        pre["augment"],
+        tmp_path / "camvid" / "models" / "m" / "fold0",
+    )
     root = tmp_path / "camvid"
     camvid_weights = load_file(str(root / "models" / "m" / "fold0" / "model.safetensors"))
     gcfg = config.compose(["experiment=grapes_quick"])
     convert(gcfg["dataset"], tmp_path / "grapes")
-    jobs = job_configs(compose(["experiment=grapes_quick", "train.image_size=[64,96]", "train.epochs=1", "train.batch_size=4",
-                                "models=[tv_lraspp_mbv3]",
-                                f"+model_overrides.tv_lraspp_mbv3.init_checkpoint={root / 'models' / 'm' / 'fold0'}"]))
+    jobs = job_configs(
+        compose(
+            [
+                "experiment=grapes_quick",
+                "train.image_size=[64,96]",
+                "train.epochs=1",
+                "train.batch_size=4",
+                "models=[tv_lraspp_mbv3]",
+                f"+model_overrides.tv_lraspp_mbv3.init_checkpoint={root / 'models' / 'm' / 'fold0'}",
+            ]
+        )
+    )
     make_splits(tmp_path / "grapes" / "dataset.json", jobs["split"], tmp_path / "splits.json")
     model_cfg = jobs["models"]["tv_lraspp_mbv3"]
     m = create_model(num_classes=2, **model_cfg)
     own = m.state_dict()
     assert m.init_report["reinitialised"] == sorted(k for k in own if own[k].shape != camvid_weights[k].shape)
-    assert all("classifier" in k for k in m.init_report["reinitialised"]) and len(m.init_report["reinitialised"]) == 4
+    assert (
+        all("classifier" in k for k in m.init_report["reinitialised"])
+        and len(m.init_report["reinitialised"]) == 4
+    )
     assert all(torch.equal(own[k], camvid_weights[k]) for k in own if k not in m.init_report["reinitialised"])
-    info = train_model(tmp_path / "grapes" / "dataset.json", tmp_path / "splits.json", 0, model_cfg, jobs["train"],
-                       jobs["augment"], tmp_path / "ft")
+    info = train_model(
+        tmp_path / "grapes" / "dataset.json",
+        tmp_path / "splits.json",
+        0,
+        model_cfg,
+        jobs["train"],
+        jobs["augment"],
+        tmp_path / "ft",
+    )
     assert info["init_checkpoint"]["loaded"] == len(own) - 4
     # the fine-tuned model predicts grape vs background and rebuilds for inference without the init file
     meta = json.loads((tmp_path / "ft" / "model.json").read_text())
@@ -164,7 +243,10 @@ def test_pretrain_on_camvid_then_fine_tune_on_the_grape_photos(tmp_path, process
 def test_class_weights_median_frequency_from_the_training_split(tmp_path):
     from segbench.losses import build_loss, class_pixel_counts, median_frequency_weights
 
-    masks = [np.array([[0, 0, 0, 1], [0, 0, 255, 1]], dtype=np.uint8), np.array([[0, 2, 2, 2], [0, 2, 2, 2]], dtype=np.uint8)]
+    masks = [
+        np.array([[0, 0, 0, 1], [0, 0, 255, 1]], dtype=np.uint8),
+        np.array([[0, 2, 2, 2], [0, 2, 2, 2]], dtype=np.uint8),
+    ]
     manifest = {}
     for i, m in enumerate(masks):
         Image.fromarray(m).save(tmp_path / f"{i}.png")
@@ -204,7 +286,9 @@ def test_loss_options_and_weighted_sums():
     b = build_loss({"tversky": 1.0})(logits, target)
     assert a.item() != pytest.approx(b.item())
     ce, dice = build_loss({"ce": 1.0})(logits, target), build_loss({"dice": 1.0})(logits, target)
-    assert build_loss({"ce": 0.5, "dice": 2.0})(logits, target).item() == pytest.approx(0.5 * ce.item() + 2 * dice.item(), rel=1e-6)
+    assert build_loss({"ce": 0.5, "dice": 2.0})(logits, target).item() == pytest.approx(
+        0.5 * ce.item() + 2 * dice.item(), rel=1e-6
+    )
     with pytest.raises(ValueError, match="unknown option"):
         build_loss({"focal": {"weight": 1.0, "gama": 2}})
 
@@ -220,29 +304,50 @@ def test_lr_valley_matches_fastai():
 
 
 def test_lr_find_picks_an_lr_and_training_then_equals_a_fixed_lr_run(tmp_path, processed):
-    jobs = _jobs("train.epochs=1", "models=[smp_fpn_mbv3s]", "train.lr=find", "+train.lr_find.num_training=12")
+    jobs = _jobs(
+        "train.epochs=1", "models=[smp_fpn_mbv3s]", "train.lr=find", "+train.lr_find.num_training=12"
+    )
     make_splits(processed, jobs["split"], tmp_path / "splits.json")
     cfg = jobs["models"]["smp_fpn_mbv3s"]
-    info = train_model(processed, tmp_path / "splits.json", 0, cfg, jobs["train"], jobs["augment"], tmp_path / "find")
+    info = train_model(
+        processed, tmp_path / "splits.json", 0, cfg, jobs["train"], jobs["augment"], tmp_path / "find"
+    )
     found = json.loads((tmp_path / "find" / "lr_find.json").read_text())
     assert len(found["lr"]) >= 2 and found["suggestion"] in found["lr"] and info["lr"] == found["suggestion"]
     assert found["lr"][lr_valley(found["lr"], found["loss"])] == found["suggestion"]
-    fixed = train_model(processed, tmp_path / "splits.json", 0, cfg, dict(jobs["train"], lr=found["suggestion"]),
-                        jobs["augment"], tmp_path / "fixed")
+    fixed = train_model(
+        processed,
+        tmp_path / "splits.json",
+        0,
+        cfg,
+        dict(jobs["train"], lr=found["suggestion"]),
+        jobs["augment"],
+        tmp_path / "fixed",
+    )
     assert fixed["best_val_mIoU"] == info["best_val_mIoU"]
-    assert (tmp_path / "find" / "model.safetensors").read_bytes() == (tmp_path / "fixed" / "model.safetensors").read_bytes()
+    assert (tmp_path / "find" / "model.safetensors").read_bytes() == (
+        tmp_path / "fixed" / "model.safetensors"
+    ).read_bytes()
 
 
 def test_early_stopping_and_training_by_steps(tmp_path, processed):
-    jobs = _jobs("train.epochs=5", "models=[smp_fpn_mbv3s]", "train.early_stopping_patience=1",
-                 "+train.early_stopping_min_delta=1.0")
+    jobs = _jobs(
+        "train.epochs=5",
+        "models=[smp_fpn_mbv3s]",
+        "train.early_stopping_patience=1",
+        "+train.early_stopping_min_delta=1.0",
+    )
     make_splits(processed, jobs["split"], tmp_path / "splits.json")
     cfg = jobs["models"]["smp_fpn_mbv3s"]
-    info = train_model(processed, tmp_path / "splits.json", 0, cfg, jobs["train"], jobs["augment"], tmp_path / "es")
+    info = train_model(
+        processed, tmp_path / "splits.json", 0, cfg, jobs["train"], jobs["augment"], tmp_path / "es"
+    )
     # no epoch can improve val mIoU by 1.0: stops after the first epoch without improvement
     assert info["epochs"] == 2 and info["stopped_early"]
     steps = dict(jobs["train"], early_stopping_patience=None, max_steps=info["steps_per_epoch"] + 1)
-    info = train_model(processed, tmp_path / "splits.json", 0, cfg, steps, jobs["augment"], tmp_path / "steps")
+    info = train_model(
+        processed, tmp_path / "splits.json", 0, cfg, steps, jobs["augment"], tmp_path / "steps"
+    )
     assert info["optimizer_steps"] == info["steps_per_epoch"] + 1
 
 

@@ -56,7 +56,8 @@ def _convert(tmp_path: Path, name: str, **cfg) -> tuple[dict, dict[str, np.ndarr
     return meta, _masks(out)
 
 
-# --- LabelMe JSON against labelme's own PNG exports ------------------------------------------------------------
+# --- LabelMe JSON against labelme's own PNG exports ---------------------------------------------------------
+
 
 def _edge_distance(shapes: list[dict], x: int, y: int) -> float:
     """Distance from pixel centre (x, y) to the nearest polygon edge of ``shapes``."""
@@ -70,11 +71,14 @@ def _edge_distance(shapes: list[dict], x: int, y: int) -> float:
     return best
 
 
-@pytest.mark.parametrize("example,ref_dir", [
-    ("semantic_segmentation", "SegmentationClass"),
-    ("instance_segmentation", "SegmentationClass"),
-    ("video_annotation", "SegmentationClassPNG"),
-])
+@pytest.mark.parametrize(
+    "example,ref_dir",
+    [
+        ("semantic_segmentation", "SegmentationClass"),
+        ("instance_segmentation", "SegmentationClass"),
+        ("video_annotation", "SegmentationClassPNG"),
+    ],
+)
 def test_labelme_matches_labelme2voc_pngs(tmp_path, example, ref_dir):
     """labelme2voc.py's PNGs (class ids from labels.txt, __ignore__ = 255) are reproduced pixel for pixel,
     except single pixels on polygon edges, where Pillow's rasteriser changed since they were written."""
@@ -111,7 +115,11 @@ def test_labelme_tutorial_embedded_image_matches_json_to_dataset(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     shutil.copyfile(EX / "tutorial" / "apc2016_obj3.json", src / "apc2016_obj3.json")
-    cfg = {"format": "labelme", "root": str(src), **classes_from_file(EX / "tutorial" / "apc2016_obj3" / "label_names.txt")}
+    cfg = {
+        "format": "labelme",
+        "root": str(src),
+        **classes_from_file(EX / "tutorial" / "apc2016_obj3" / "label_names.txt"),
+    }
     meta, masks = _convert(tmp_path, "tut", **cfg)
     ref = np.asarray(Image.open(EX / "tutorial" / "apc2016_obj3" / "label.png"))
     ours = masks["apc2016_obj3"]
@@ -131,18 +139,27 @@ def test_labelme_every_shape_type(tmp_path):
     meta, masks = _convert(tmp_path, "prim", format="labelme", root=str(EX / "primitives"))
     m = masks["primitives"]
     ids = {c["name"]: c["id"] for c in meta["classes"]}
-    shapes = {s["label"]: s for s in json.loads((EX / "primitives" / "primitives.json").read_text())["shapes"]}
-    assert {s["shape_type"] for s in shapes.values()} == {"polygon", "rectangle", "circle", "line", "point",
-                                                          "linestrip", "mask"}
+    shapes = {
+        s["label"]: s for s in json.loads((EX / "primitives" / "primitives.json").read_text())["shapes"]
+    }
+    assert {s["shape_type"] for s in shapes.values()} == {
+        "polygon",
+        "rectangle",
+        "circle",
+        "line",
+        "point",
+        "linestrip",
+        "mask",
+    }
     # rectangle 32..132 x 35..135, outline included: 101 x 101 px (as labelme draws it)
     (x0, y0), (x1, y1) = shapes["rectangle"]["points"]
-    assert (m[int(y0):int(y1) + 1, int(x0):int(x1) + 1] == ids["rectangle"]).all()
+    assert (m[int(y0) : int(y1) + 1, int(x0) : int(x1) + 1] == ids["rectangle"]).all()
     # circle: area within 2 % of pi r^2
     (cx, cy), (px, py) = shapes["circle"]["points"]
     r = np.hypot(cx - px, cy - py)
     assert abs((m == ids["circle"]).sum() / (np.pi * r * r) - 1) < 0.02
     # point: a disc of radius 5 around the point
-    (px, py), = shapes["point"]["points"]
+    ((px, py),) = shapes["point"]["points"]
     assert m[int(py), int(px)] == ids["point"] and 60 <= (m == ids["point"]).sum() <= 125
     # line: 10 px wide across its middle
     (ax, ay), (bx, by) = shapes["line"]["points"]
@@ -151,28 +168,38 @@ def test_labelme_every_shape_type(tmp_path):
     # mask shape: exactly the embedded bitmap at its box
     sub = np.asarray(Image.open(io.BytesIO(base64.b64decode(shapes["octagon"]["mask"])))) > 0
     (mx, my), _ = shapes["octagon"]["points"]
-    box = m[int(my):int(my) + sub.shape[0], int(mx):int(mx) + sub.shape[1]]
+    box = m[int(my) : int(my) + sub.shape[0], int(mx) : int(mx) + sub.shape[1]]
     assert ((box == ids["octagon"]) == sub).all()
     # polygon: inside pixels (by geometry) carry the class
     poly = np.asarray(shapes["polygon"]["points"])
-    yy, xx = np.mgrid[0:m.shape[0], 0:m.shape[1]]
+    yy, xx = np.mgrid[0 : m.shape[0], 0 : m.shape[1]]
     inside = mpath.Path(poly).contains_points(np.c_[xx.ravel(), yy.ravel()]).reshape(m.shape)
     assert (m[inside] == ids["polygon"]).mean() > 0.99
 
 
-# --- one CVAT task, four exports --------------------------------------------------------------------------------
+# --- one CVAT task, four exports ----------------------------------------------------------------------------
 
 POLYLINES_DROPPED = {"crack": None, "line": None}  # CVAT's COCO and LabelMe 3.0 exports drop polylines
 
 
 def test_cvat_and_coco_exports_of_one_task_give_identical_masks(tmp_path):
-    _, cvat = _convert(tmp_path, "cvat", format="cvat", root=str(TWO / "cvat1.1"), label_map=POLYLINES_DROPPED)
-    meta, coco = _convert(tmp_path, "coco", format="coco", root=str(TWO / "coco1.0"), label_map=POLYLINES_DROPPED,
-                          empty_segmentation="bbox")
+    _, cvat = _convert(
+        tmp_path, "cvat", format="cvat", root=str(TWO / "cvat1.1"), label_map=POLYLINES_DROPPED
+    )
+    meta, coco = _convert(
+        tmp_path,
+        "coco",
+        format="coco",
+        root=str(TWO / "coco1.0"),
+        label_map=POLYLINES_DROPPED,
+        empty_segmentation="bbox",
+    )
     assert sorted(cvat) == sorted(coco) == ["birds", "crack", "shapes", "strawberry"]
     for sid in cvat:
         assert np.array_equal(cvat[sid], coco[sid]), sid
-    assert len(np.unique(cvat["strawberry"])) == 2 and len(np.unique(cvat["shapes"])) == 4  # + triangle, box, ellipse
+    assert (
+        len(np.unique(cvat["strawberry"])) == 2 and len(np.unique(cvat["shapes"])) == 4
+    )  # + triangle, box, ellipse
 
 
 def test_cvat_ellipses_match_cvat_coco_rle_and_boxes_are_skipped_by_default(tmp_path):
@@ -189,10 +216,15 @@ def test_cvat_ellipses_match_cvat_coco_rle_and_boxes_are_skipped_by_default(tmp_
 
 
 def test_labelme_xml_export_equals_cvat(tmp_path):
-    """The LabelMe 3.0 XML export of the same task (polygons, boxes, ellipses as Masks/) equals the CVAT import."""
-    _, cvat = _convert(tmp_path, "cvat", format="cvat", root=str(TWO / "cvat1.1"), label_map=POLYLINES_DROPPED)
+    """The LabelMe 3.0 XML export of the same task (polygons, boxes, ellipses as Masks/) equals the CVAT
+    import."""
+    _, cvat = _convert(
+        tmp_path, "cvat", format="cvat", root=str(TWO / "cvat1.1"), label_map=POLYLINES_DROPPED
+    )
     out = tmp_path / "lmx"
-    convert({"name": "lmx", "format": "labelme-xml", "root": str(TWO / "labelme3.0"), "ignore_index": 255}, out)
+    convert(
+        {"name": "lmx", "format": "labelme-xml", "root": str(TWO / "labelme3.0"), "ignore_index": 255}, out
+    )
     lmx = _names(out, _masks(out))
     cv = _names(tmp_path / "cvat", cvat)
     for sid in ("birds", "shapes", "strawberry", "crack"):
@@ -203,8 +235,16 @@ def test_labelme_json_annotated_separately_agrees_with_cvat(tmp_path):
     """LabelMe JSON of the same images, drawn by hand separately: the same objects overlap closely.
     (LabelMe's 'circle' is CVAT's circular 'ellipse'; polylines are compared as 10 px lines.)"""
     out = tmp_path / "lm"
-    convert({"name": "lm", "format": "labelme", "root": str(TWO / "labelme"), "ignore_index": 255,
-             "label_map": {"circle": "ellipse"}}, out)
+    convert(
+        {
+            "name": "lm",
+            "format": "labelme",
+            "root": str(TWO / "labelme"),
+            "ignore_index": 255,
+            "label_map": {"circle": "ellipse"},
+        },
+        out,
+    )
     lm = _names(out, _masks(out))
     _, cvat = _convert(tmp_path, "cvat", format="cvat", root=str(TWO / "cvat1.1"))
     cv = _names(tmp_path / "cvat", cvat)
@@ -215,18 +255,28 @@ def test_labelme_json_annotated_separately_agrees_with_cvat(tmp_path):
             ious[(sid, name)] = (a & b).sum() / (a | b).sum()
     area = {k: v for k, v in ious.items() if k[1] not in ("crack", "line")}
     assert min(v for k, v in area.items() if k[1] != "strawberry") > 0.95, ious
-    assert ious[("strawberry", "strawberry")] > 0.75, ious  # 17 small boxes (~35 px), each drawn twice by hand
+    assert ious[("strawberry", "strawberry")] > 0.75, (
+        ious
+    )  # 17 small boxes (~35 px), each drawn twice by hand
     assert ious[("crack", "crack")] > 0.5 and ious[("shapes", "line")] > 0.7, ious
 
 
-# --- Datumaro's edge cases ---------------------------------------------------------------------------------------
+# --- Datumaro's edge cases ----------------------------------------------------------------------------------
+
 
 def test_datumaro_cvat_fixture_empty_labels_and_skeletons(tmp_path):
     meta, masks = _convert(tmp_path, "dcvat", format="cvat", root=str(DM / "cvat_dataset" / "for_images"))
-    assert [c["name"] for c in meta["classes"]] == ["background", "label1", "label2"]  # skeleton labels left out
-    assert any("without a label" in w for w in meta["warnings"]) and any("skeleton" in w for w in meta["warnings"])
+    assert [c["name"] for c in meta["classes"]] == [
+        "background",
+        "label1",
+        "label2",
+    ]  # skeleton labels left out
+    assert any("without a label" in w for w in meta["warnings"]) and any(
+        "skeleton" in w for w in meta["warnings"]
+    )
     m0 = masks["img0"]
-    # the box (0,2)-(4,4), occluded or not, in continuous coordinates: 4 x 2 pixels (pycocotools, as CVAT and COCO)
+    # the box (0,2)-(4,4), occluded or not, in continuous coordinates: 4 x 2 pixels (pycocotools, as CVAT and
+    # COCO)
     assert (m0[2:4, 0:4] == 1).all() and m0.sum() == 8
     m1 = masks["img1"]
     assert set(np.unique(m1)) == {0, 2}  # unlabeled polygon skipped; points of label2 drawn as discs
@@ -234,14 +284,26 @@ def test_datumaro_cvat_fixture_empty_labels_and_skeletons(tmp_path):
 
 def test_datumaro_cvat_for_video_is_refused_with_the_fix(tmp_path):
     with pytest.raises(DatasetError, match="CVAT for images 1.1"):
-        convert({"name": "v", "format": "cvat", "root": str(DM / "cvat_dataset" / "for_video"), "ignore_index": 255},
-                tmp_path / "v")
+        convert(
+            {
+                "name": "v",
+                "format": "cvat",
+                "root": str(DM / "cvat_dataset" / "for_video"),
+                "ignore_index": 255,
+            },
+            tmp_path / "v",
+        )
     assert not (tmp_path / "v").exists()
 
 
 def test_datumaro_coco_non_consecutive_ids_uncompressed_rle_and_box_only(tmp_path):
     meta, masks = _convert(tmp_path, "dcoco", format="coco", root=str(DM / "coco_dataset" / "coco_instances"))
-    assert [(c["id"], c["name"]) for c in meta["classes"]] == [(0, "background"), (1, "a"), (2, "b"), (3, "c")]
+    assert [(c["id"], c["name"]) for c in meta["classes"]] == [
+        (0, "background"),
+        (1, "a"),
+        (2, "b"),
+        (3, "c"),
+    ]
     assert {e["subset"] for e in meta["manifest"].values()} == {"train", "val"}
     assert (masks["a"] == 0).all()  # only a box with an empty segmentation: skipped, with a warning
     b = masks["b"]  # 5 wide x 10 high; RLE counts [0, 20, 30] (column-major) = the first two columns
@@ -250,20 +312,33 @@ def test_datumaro_coco_non_consecutive_ids_uncompressed_rle_and_box_only(tmp_pat
 
 def test_datumaro_coco_panoptic_is_refused_with_the_fix(tmp_path):
     with pytest.raises(DatasetError, match="panoptic"):
-        convert({"name": "p", "format": "coco", "root": str(DM / "coco_dataset" / "coco_panoptic"), "ignore_index": 255},
-                tmp_path / "p")
+        convert(
+            {
+                "name": "p",
+                "format": "coco",
+                "root": str(DM / "coco_dataset" / "coco_panoptic"),
+                "ignore_index": 255,
+            },
+            tmp_path / "p",
+        )
 
 
 def test_datumaro_labelme_xml_masks_parts_and_polygons(tmp_path):
     meta, masks = _convert(tmp_path, "dlmx", format="labelme-xml", root=str(DM / "labelme_dataset"))
     ids = {c["name"]: c["id"] for c in meta["classes"]}
     m = masks["img1"]
-    ref = np.asarray(Image.open(DM / "labelme_dataset" / "Masks" / "img1_mask_1.png").convert("RGB")).max(axis=2) >= 128
+    ref = (
+        np.asarray(Image.open(DM / "labelme_dataset" / "Masks" / "img1_mask_1.png").convert("RGB")).max(
+            axis=2
+        )
+        >= 128
+    )
     assert ((m == ids["license plate"]) == ref).all() and ref.sum() == 10
     assert (m == ids["window"]).sum() > 0 and (m == ids["q1"]).sum() > 0
 
 
-# --- synthetic formats: CVAT shapes, COCO RLE, palette and binary masks ------------------------------------------
+# --- synthetic formats: CVAT shapes, COCO RLE, palette and binary masks -------------------------------------
+
 
 def _img(path: Path, w: int, h: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -297,7 +372,8 @@ def test_cvat_mask_rle_z_order_rotation_and_lines(tmp_path):
         <box label="high" occluded="1" xtl="0" ytl="0" xbr="10" ybr="10" z_order="2"/>
         <box label="low" occluded="0" xtl="5" ytl="5" xbr="15" ybr="15" z_order="0"/>
         <box label="low" occluded="0" xtl="20" ytl="0" xbr="30" ybr="4" rotation="90" z_order="0"/>
-        <mask label="blob" source="manual" occluded="0" rle="{_rle_runs(sub)}" left="30" top="20" width="8" height="6" z_order="0"/>
+        <mask label="blob" source="manual" occluded="0" rle="{_rle_runs(sub)}" left="30" top="20" width="8"
+        height="6" z_order="0"/>
         <polyline label="wire" occluded="0" points="0,25;20,25" z_order="0"/>
         <tag label="low"/>
       </image></annotations>"""
@@ -324,19 +400,32 @@ def test_coco_compressed_rle_crowd_and_image_without_annotations(tmp_path):
     m[2:6, 3:9] = 1
     rle = mask_utils.encode(np.asfortranarray(m))
     rle["counts"] = rle["counts"].decode("ascii")
-    doc = {"images": [{"id": 7, "file_name": "x.png", "width": 20, "height": 10},
-                      {"id": 9, "file_name": "empty.png", "width": 20, "height": 10}],
-           "categories": [{"id": 10, "name": "crowd"}, {"id": 3, "name": "thing"}],
-           "annotations": [{"id": 1, "image_id": 7, "category_id": 10, "segmentation": rle, "iscrowd": 1},
-                           {"id": 2, "image_id": 7, "category_id": 3, "iscrowd": 0,
-                            "segmentation": [[10, 5, 18, 5, 18, 9, 10, 9]]}]}
+    doc = {
+        "images": [
+            {"id": 7, "file_name": "x.png", "width": 20, "height": 10},
+            {"id": 9, "file_name": "empty.png", "width": 20, "height": 10},
+        ],
+        "categories": [{"id": 10, "name": "crowd"}, {"id": 3, "name": "thing"}],
+        "annotations": [
+            {"id": 1, "image_id": 7, "category_id": 10, "segmentation": rle, "iscrowd": 1},
+            {
+                "id": 2,
+                "image_id": 7,
+                "category_id": 3,
+                "iscrowd": 0,
+                "segmentation": [[10, 5, 18, 5, 18, 9, 10, 9]],
+            },
+        ],
+    }
     (root / "annotations").mkdir()
     (root / "annotations" / "instances_default.json").write_text(json.dumps(doc))
     meta, masks = _convert(tmp_path, "c", format="coco", root=str(root))
     assert [c["name"] for c in meta["classes"]] == ["background", "thing", "crowd"]  # ascending category id
     assert np.array_equal(masks["x"] == 2, m.astype(bool))
     # the polygon (10,5)-(18,9) in continuous coordinates covers pixels x 10..17, y 5..8 (pycocotools)
-    assert (masks["x"][5:9, 10:18] == 1).all() and (masks["x"] == 1).sum() == 32 and (masks["empty"] == 0).all()
+    assert (
+        (masks["x"][5:9, 10:18] == 1).all() and (masks["x"] == 1).sum() == 32 and (masks["empty"] == 0).all()
+    )
     _, masks = _convert(tmp_path, "c2", format="coco", root=str(root), crowd="ignore")
     assert np.array_equal(masks["x"] == 255, m.astype(bool))
 
@@ -353,15 +442,22 @@ def test_palette_masks_rgb_and_palette_png(tmp_path):
     p = Image.fromarray(np.array([[0, 1, 1, 2, 2, 2]] * 4, np.uint8), "P")
     p.putpalette([0, 0, 0, 0, 128, 0, 200, 0, 0] + [0] * 759)
     p.save(root / "masks" / "b.png")
-    classes = [{"id": 0, "name": "bg", "color": [0, 0, 0]}, {"id": 1, "name": "leaf", "color": [0, 128, 0]},
-               {"id": 2, "name": "rot", "color": None}]
-    meta, masks = _convert(tmp_path, "p", format="palette", root=str(root), classes=classes, ignore_colors=["#ffffff"])
+    classes = [
+        {"id": 0, "name": "bg", "color": [0, 0, 0]},
+        {"id": 1, "name": "leaf", "color": [0, 128, 0]},
+        {"id": 2, "name": "rot", "color": None},
+    ]
+    meta, masks = _convert(
+        tmp_path, "p", format="palette", root=str(root), classes=classes, ignore_colors=["#ffffff"]
+    )
     assert masks["a"][0, 0] == 255 and (masks["a"][:, 3:] == 1).all() and masks["a"][1, 0] == 0
     assert masks["b"][0].tolist() == [0, 1, 1, 2, 2, 2]
     assert meta["classes"][2]["color"] == [200, 0, 0]  # taken from the palette PNG
     with pytest.raises(DatasetError, match=r"#ffffff \(1 px\)"):
-        convert({"name": "p", "format": "palette", "root": str(root), "classes": classes, "ignore_index": 255},
-                tmp_path / "p2")
+        convert(
+            {"name": "p", "format": "palette", "root": str(root), "classes": classes, "ignore_index": 255},
+            tmp_path / "p2",
+        )
 
 
 def test_binary_0_255_masks_become_classes_0_and_1(tmp_path):
@@ -375,17 +471,34 @@ def test_binary_0_255_masks_become_classes_0_and_1(tmp_path):
     meta, masks = _convert(tmp_path, "b", format="masks", root=str(root), classes=classes)
     assert masks["a"].sum() == 4 and set(np.unique(masks["a"])) == {0, 1}
     assert any("binary" in w for w in meta["warnings"])
-    _, masks = _convert(tmp_path, "b2", format="masks", root=str(root), classes=classes, mask_encoding="index")
+    _, masks = _convert(
+        tmp_path, "b2", format="masks", root=str(root), classes=classes, mask_encoding="index"
+    )
     assert (masks["a"] == 255).sum() == 4  # explicitly index masks: 255 stays ignore_index
 
 
-# --- bad input: a clear error naming the file and the fix, nothing written ------------------------------------
+# --- bad input: a clear error naming the file and the fix, nothing written ----------------------------------
 
-def _labelme(dir_: Path, name: str, shapes: list[dict], image: str | None = None, w: int = 20, h: int = 10,
-             image_data: bool = False) -> Path:
+
+def _labelme(
+    dir_: Path,
+    name: str,
+    shapes: list[dict],
+    image: str | None = None,
+    w: int = 20,
+    h: int = 10,
+    image_data: bool = False,
+) -> Path:
     dir_.mkdir(parents=True, exist_ok=True)
-    doc = {"version": "5.3.1", "flags": {}, "shapes": shapes, "imagePath": image if image is not None else f"{name}.png",
-           "imageData": None, "imageHeight": h, "imageWidth": w}
+    doc = {
+        "version": "5.3.1",
+        "flags": {},
+        "shapes": shapes,
+        "imagePath": image if image is not None else f"{name}.png",
+        "imageData": None,
+        "imageHeight": h,
+        "imageWidth": w,
+    }
     if image_data:
         buf = io.BytesIO()
         Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(buf, format="PNG")
@@ -396,7 +509,13 @@ def _labelme(dir_: Path, name: str, shapes: list[dict], image: str | None = None
 
 
 def _poly(label="thing", pts=((1, 1), (8, 1), (8, 8))):
-    return {"label": label, "points": [list(p) for p in pts], "shape_type": "polygon", "group_id": None, "flags": {}}
+    return {
+        "label": label,
+        "points": [list(p) for p in pts],
+        "shape_type": "polygon",
+        "group_id": None,
+        "flags": {},
+    }
 
 
 def _expect_error(tmp_path: Path, cfg: dict, *needles: str) -> str:
@@ -419,7 +538,9 @@ def test_error_json_that_is_not_labelme_or_coco(tmp_path):
     src.mkdir()
     (src / "x.json").write_text(json.dumps({"hello": 1}))
     _expect_error(tmp_path, {"format": "labelme", "root": str(src)}, "x.json", "not a LabelMe file")
-    _expect_error(tmp_path, {"format": "coco", "root": str(src / "x.json")}, "x.json", "not a COCO instances file")
+    _expect_error(
+        tmp_path, {"format": "coco", "root": str(src / "x.json")}, "x.json", "not a COCO instances file"
+    )
     lm = _labelme(tmp_path / "lm", "a", [_poly()])
     _expect_error(tmp_path, {"format": "coco", "root": str(lm)}, "a LabelMe file (use --format labelme)")
 
@@ -468,8 +589,14 @@ def test_error_unknown_label_with_a_label_list(tmp_path):
     _labelme(src, "b", [_poly("weed")], image_data=True)
     labels = tmp_path / "labels.txt"
     labels.write_text("__ignore__\n_background_\nthing\n")
-    msg = _expect_error(tmp_path, {"format": "labelme", "root": str(src), **classes_from_file(labels)},
-                        "label 'weed' is not in the class list", "a.json", "b.json", "label_map")
+    msg = _expect_error(
+        tmp_path,
+        {"format": "labelme", "root": str(src), **classes_from_file(labels)},
+        "label 'weed' is not in the class list",
+        "a.json",
+        "b.json",
+        "label_map",
+    )
     assert msg.count("weed") == 2  # one message for the label, naming both files
 
 
@@ -479,12 +606,23 @@ def test_error_decompression_bomb(tmp_path):
     _labelme(src, "a", [_poly()], w=30000, h=30000)
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 1, 0, 0, 0, 0)) + \
-        chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 1, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
     (src / "a.png").write_bytes(png)
-    _expect_error(tmp_path, {"format": "labelme", "root": str(src)}, "a.json", "decompression bomb", "max_image_pixels")
+    _expect_error(
+        tmp_path, {"format": "labelme", "root": str(src)}, "a.json", "decompression bomb", "max_image_pixels"
+    )
 
 
 def test_error_two_annotation_files_for_one_image(tmp_path):
@@ -498,13 +636,21 @@ def test_error_two_annotation_files_for_one_image(tmp_path):
 def test_error_empty_dataset(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
-    _expect_error(tmp_path, {"format": "labelme", "root": str(src), "classes": [{"id": 0, "name": "background"},
-                                                                                {"id": 1, "name": "x"}]},
-                  "no images found")
+    _expect_error(
+        tmp_path,
+        {
+            "format": "labelme",
+            "root": str(src),
+            "classes": [{"id": 0, "name": "background"}, {"id": 1, "name": "x"}],
+        },
+        "no images found",
+    )
 
 
 def test_error_unknown_format_lists_the_valid_ones(tmp_path):
-    msg = _expect_error(tmp_path, {"format": "yolo", "root": str(tmp_path)}, "dataset.format 'yolo' is unknown")
+    msg = _expect_error(
+        tmp_path, {"format": "yolo", "root": str(tmp_path)}, "dataset.format 'yolo' is unknown"
+    )
     for f in FORMATS:
         assert f in msg
 
@@ -519,13 +665,23 @@ def test_raw_data_is_never_modified(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in before} == mtimes
 
 
-# --- the CLI -----------------------------------------------------------------------------------------------------
+# --- the CLI ------------------------------------------------------------------------------------------------
+
 
 def test_cli_convert_with_format_and_classes(tmp_path, capsys):
     src = EX / "semantic_segmentation"
     out = tmp_path / "voc"
-    rc = cli_main(["convert", "--format", "labelme", str(src / "data_annotated"), str(out),
-                   "--classes", str(src / "labels.txt")])
+    rc = cli_main(
+        [
+            "convert",
+            "--format",
+            "labelme",
+            str(src / "data_annotated"),
+            str(out),
+            "--classes",
+            str(src / "labels.txt"),
+        ]
+    )
     assert rc == 0
     meta = json.loads((out / "dataset.json").read_text())
     assert meta["source_format"] == "labelme" and meta["name"] == "voc" and len(meta["classes"]) == 21
@@ -542,24 +698,51 @@ def test_labelme_3x_file_without_shape_type_is_a_polygon(tmp_path):
     src.mkdir()
     buf = io.BytesIO()
     Image.fromarray(np.zeros((10, 20, 3), np.uint8)).save(buf, format="JPEG")
-    doc = {"flags": {}, "shapes": [{"label": "thing", "line_color": None, "fill_color": None,
-                                    "points": [[2, 2], [12, 2], [12, 8], [2, 8]]}],
-           "lineColor": [0, 255, 0, 128], "fillColor": [255, 0, 0, 128], "imagePath": "a.jpg",
-           "imageData": base64.b64encode(buf.getvalue()).decode()}
+    doc = {
+        "flags": {},
+        "shapes": [
+            {
+                "label": "thing",
+                "line_color": None,
+                "fill_color": None,
+                "points": [[2, 2], [12, 2], [12, 8], [2, 8]],
+            }
+        ],
+        "lineColor": [0, 255, 0, 128],
+        "fillColor": [255, 0, 0, 128],
+        "imagePath": "a.jpg",
+        "imageData": base64.b64encode(buf.getvalue()).decode(),
+    }
     (src / "a.json").write_text(json.dumps(doc))
     meta, masks = _convert(tmp_path, "v3", format="labelme", root=str(src))
-    assert (masks["a"][2:9, 2:13] == 1).all() and (masks["a"] == 1).sum() == 7 * 11  # outline included, as labelme
+    assert (masks["a"][2:9, 2:13] == 1).all() and (
+        masks["a"] == 1
+    ).sum() == 7 * 11  # outline included, as labelme
     assert meta["manifest"]["a"]["image"] == "images/a.jpg"
 
 
 def test_error_malformed_coordinates_name_the_shape(tmp_path):
     src = tmp_path / "src"
-    _labelme(src, "a", [{"label": "thing", "points": [[1, 1], [8], [8, 8]], "shape_type": "polygon"}], image_data=True)
-    _expect_error(tmp_path, {"format": "labelme", "root": str(src)}, "a.json shape 0", "points must be [[x, y], ...]")
+    _labelme(
+        src,
+        "a",
+        [{"label": "thing", "points": [[1, 1], [8], [8, 8]], "shape_type": "polygon"}],
+        image_data=True,
+    )
+    _expect_error(
+        tmp_path, {"format": "labelme", "root": str(src)}, "a.json shape 0", "points must be [[x, y], ...]"
+    )
     root = tmp_path / "cvat"
     _img(root / "images" / "a.png", 20, 10)
     (root / "annotations.xml").write_text(
         "<annotations><version>1.1</version><meta><task><labels><label><name>x</name></label></labels></task></meta>"
-        "<image id='0' name='a.png' width='20' height='10'><box label='x' xtl='1' ytl='1' xbr='5'/></image></annotations>")
-    _expect_error(tmp_path, {"format": "cvat", "root": str(root)}, "annotations.xml image 'a.png' <box>",
-                  "malformed coordinates", "re-export")
+        "<image id='0' name='a.png' width='20' height='10'><box label='x' xtl='1' ytl='1' "
+        "xbr='5'/></image></annotations>"
+    )
+    _expect_error(
+        tmp_path,
+        {"format": "cvat", "root": str(root)},
+        "annotations.xml image 'a.png' <box>",
+        "malformed coordinates",
+        "re-export",
+    )

@@ -14,7 +14,9 @@ class PixelModel(torch.nn.Module):
     def __init__(self, classes=4):
         super().__init__()
         torch.manual_seed(0)
-        self.net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1), torch.nn.Tanh(), torch.nn.Conv2d(8, classes, 1))
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 1), torch.nn.Tanh(), torch.nn.Conv2d(8, classes, 1)
+        )
 
     def forward(self, x):
         return self.net(x)
@@ -35,7 +37,9 @@ def test_window_starts_cover_exactly():
 def test_upsample_argmax_equals_interpolate():
     torch.manual_seed(1)
     logits = torch.randn(1, 5, 23, 31)
-    ref = torch.nn.functional.interpolate(logits, size=(97, 130), mode="bilinear", align_corners=False).argmax(1)[0]
+    ref = torch.nn.functional.interpolate(
+        logits, size=(97, 130), mode="bilinear", align_corners=False
+    ).argmax(1)[0]
     ours = upsample_argmax(logits, 97, 130, strip_rows=16)
     assert (ours == ref.numpy()).mean() > 0.999  # float rounding may flip exact ties only
     assert ours.dtype == np.uint8
@@ -46,9 +50,17 @@ def test_upsample_argmax_equals_interpolate():
 def test_slide_equals_whole_for_a_local_model(image, blend, flip):
     model = PixelModel().eval()
     whole = segment(model, image, InferenceConfig(image_size=[64, 96], mode="whole", flip=flip))
-    slide = segment(model, image, InferenceConfig(image_size=[64, 96], mode="slide", overlap=0.5, blend=blend, flip=flip))
-    direct = model(torch.from_numpy(((image.astype(np.float32) - np.array([0.485, 0.456, 0.406], np.float32) * 255)
-                                     / (np.array([0.229, 0.224, 0.225], np.float32) * 255)).transpose(2, 0, 1))[None]).argmax(1)[0]
+    slide = segment(
+        model, image, InferenceConfig(image_size=[64, 96], mode="slide", overlap=0.5, blend=blend, flip=flip)
+    )
+    direct = model(
+        torch.from_numpy(
+            (
+                (image.astype(np.float32) - np.array([0.485, 0.456, 0.406], np.float32) * 255)
+                / (np.array([0.229, 0.224, 0.225], np.float32) * 255)
+            ).transpose(2, 0, 1)
+        )[None]
+    ).argmax(1)[0]
     assert whole.shape == image.shape[:2] and slide.shape == image.shape[:2]
     assert (whole == direct.numpy()).mean() > 0.9999
     assert (slide == whole).mean() > 0.9999
@@ -62,7 +74,9 @@ def test_sizes_not_divisible_by_stride_are_padded_not_rejected(image):
 
     out = segment(StrideModel().eval(), image, InferenceConfig(image_size=[64, 96], mode="whole"))
     assert out.shape == (150, 230)
-    out = segment(StrideModel().eval(), image, InferenceConfig(image_size=[50, 70], mode="slide", overlap=0.25))
+    out = segment(
+        StrideModel().eval(), image, InferenceConfig(image_size=[50, 70], mode="slide", overlap=0.25)
+    )
     assert out.shape == (150, 230)
 
 

@@ -7,7 +7,9 @@ from segbench.io import atomic_path, atomic_write_json, write_if_changed
 from segbench.losses import build_loss
 
 
-@pytest.mark.parametrize("spec", [{"ce": 1.0}, {"ce": 1.0, "dice": 1.0}, {"focal": 1.0}, {"lovasz": 1.0}, {"tversky": 1.0}])
+@pytest.mark.parametrize(
+    "spec", [{"ce": 1.0}, {"ce": 1.0, "dice": 1.0}, {"focal": 1.0}, {"lovasz": 1.0}, {"tversky": 1.0}]
+)
 def test_loss_ignores_ignore_index_pixels(spec):
     torch.manual_seed(0)
     loss = build_loss(spec, ignore_index=255)

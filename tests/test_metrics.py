@@ -7,7 +7,8 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassF1Score, MulticlassJaccardIndex
 
-from segbench.metrics import ConfusionMatrix, confusion_matrix, metrics_from_confusion
+from segbench.metrics import confusion_matrix, metrics_from_confusion
+from segbench.training.metric import ConfusionMatrix
 
 
 def test_hand_computed_two_classes():
@@ -72,9 +73,9 @@ def test_accepts_tensors_and_accumulates():
     p = rng.integers(0, 4, size=(3, 16, 16))
     cm = ConfusionMatrix(4)
     for i in range(3):
-        cm.update(torch.from_numpy(t[i]), torch.from_numpy(p[i]))
-    np.testing.assert_array_equal(cm.matrix, confusion_matrix(t, p, 4))
-    assert cm.matrix.sum() == (t != 255).sum()
+        cm.update(torch.from_numpy(p[i]), torch.from_numpy(t[i]))  # torchmetrics order: preds, target
+    np.testing.assert_array_equal(cm.compute().numpy(), confusion_matrix(t, p, 4))
+    assert cm.compute().sum() == (t != 255).sum()
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -100,6 +101,7 @@ def test_against_torchmetrics_random(seed):
 
 
 # --- Boundary IoU -------------------------------------------------------------------------------
+
 
 def _band_scipy(mask, ratio):
     """Independent formulation of the Boundary IoU band: d erosions by a 3x3 square, border = background."""
@@ -143,7 +145,11 @@ def test_boundary_iou_counts():
     t = (ndimage.gaussian_filter(rng.random((90, 120)), 4) * 30).astype(np.int64) % 3
     inter, union = boundary_iou_counts(t, t, 4)
     r = boundary_iou(inter, union)
-    assert r["BoundaryIoU"][:3] == [1.0, 1.0, 1.0] and math.isnan(r["BoundaryIoU"][3]) and r["mBoundaryIoU"] == 1.0
+    assert (
+        r["BoundaryIoU"][:3] == [1.0, 1.0, 1.0]
+        and math.isnan(r["BoundaryIoU"][3])
+        and r["mBoundaryIoU"] == 1.0
+    )
     shifted = np.roll(t, 3, axis=1)
     inter2, union2 = boundary_iou_counts(t, shifted, 4)
     assert (inter2[:3] < union2[:3]).all()
@@ -163,14 +169,17 @@ def test_boundary_iou_counts():
 
 # --- MMSegmentation's IoUMetric on the same predictions ------------------------------------------
 
+
 def _mmseg_metrics(targets, preds, num_classes, ignore_index=255):
     from segbench._compat import ensure_mmcv_ext
 
     ensure_mmcv_ext()
     from mmseg.evaluation.metrics import IoUMetric
 
-    areas = [IoUMetric.intersect_and_union(torch.from_numpy(p), torch.from_numpy(t), num_classes, ignore_index)
-             for t, p in zip(targets, preds)]
+    areas = [
+        IoUMetric.intersect_and_union(torch.from_numpy(p), torch.from_numpy(t), num_classes, ignore_index)
+        for t, p in zip(targets, preds)
+    ]
     # mmseg accumulates float32 areas; they are exact integers here (< 2**24), so in float64 its
     # formulas can be compared with ours to 1e-9
     totals = [sum(a[i] for a in areas).double() for i in range(4)]
@@ -216,14 +225,20 @@ def test_miou_as_other_libraries():
     rng = np.random.default_rng(3)
     C = 6
     t = rng.integers(0, C - 2, size=(2, 20, 20))  # classes 4 and 5 never in the ground truth ...
-    p = np.where(rng.random(t.shape) < 0.8, t, rng.integers(0, C - 1, size=t.shape))  # ... 4 predicted, 5 never
+    p = np.where(
+        rng.random(t.shape) < 0.8, t, rng.integers(0, C - 1, size=t.shape)
+    )  # ... 4 predicted, 5 never
     M = confusion_matrix(t, p, C)
     tm = MulticlassJaccardIndex(C, average="macro")(torch.from_numpy(p), torch.from_numpy(t)).item()
     assert miou_as(M, "torchmetrics") == pytest.approx(tm, abs=1e-6) == pytest.approx(miou_as(M, "segbench"))
     tp, fp, fn, tn = get_stats(torch.from_numpy(p), torch.from_numpy(t), mode="multiclass", num_classes=C)
-    smp_default = iou_score(tp, fp, fn, tn, reduction="macro").item()  # default zero_division=1.0: absent -> 1
+    smp_default = iou_score(
+        tp, fp, fn, tn, reduction="macro"
+    ).item()  # default zero_division=1.0: absent -> 1
     assert miou_as(M, "smp") == pytest.approx(smp_default, abs=1e-6)
-    assert miou_as(M, "smp_zero_division_0") == pytest.approx(iou_score(tp, fp, fn, tn, reduction="macro", zero_division=0).item(), abs=1e-6)
+    assert miou_as(M, "smp_zero_division_0") == pytest.approx(
+        iou_score(tp, fp, fn, tn, reduction="macro", zero_division=0).item(), abs=1e-6
+    )
     assert miou_as(M, "paddleseg") < miou_as(M, "segbench") < miou_as(M, "smp")
     with pytest.raises(ValueError, match="paddleseg"):
         miou_as(M, "detectron")
@@ -236,8 +251,12 @@ def test_bootstrap_miou():
 
     rng = np.random.default_rng(0)
     C, N = 5, 200
-    cms = np.stack([confusion_matrix(t, np.where(rng.random(t.shape) < 0.7, t, rng.integers(0, C, t.shape)), C)
-                    for t in rng.integers(0, C, size=(N, 16, 16))])
+    cms = np.stack(
+        [
+            confusion_matrix(t, np.where(rng.random(t.shape) < 0.7, t, rng.integers(0, C, t.shape)), C)
+            for t in rng.integers(0, C, size=(N, 16, 16))
+        ]
+    )
     t0 = time.perf_counter()
     r = bootstrap_miou(cms, n_resamples=2000, seed=1)
     assert time.perf_counter() - t0 < 10

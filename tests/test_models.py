@@ -9,14 +9,17 @@ from segbench import _compat
 from segbench.models import BACKENDS, count_parameters, create_model
 
 
-@pytest.mark.parametrize("library,cfg", [
-    ("smp", {"arch": "Unet", "encoder": "resnet18"}),
-    ("smp", {"arch": "segformer", "encoder": "mit_b0"}),
-    ("torchvision", {"arch": "lraspp_mobilenet_v3_large"}),
-    ("torchvision", {"arch": "deeplabv3_mobilenet_v3_large"}),
-    ("mmseg", {"config": "segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py"}),
-    ("mmseg", {"config": "fastscnn/fast_scnn_8xb4-160k_cityscapes-512x1024.py"}),
-])
+@pytest.mark.parametrize(
+    "library,cfg",
+    [
+        ("smp", {"arch": "Unet", "encoder": "resnet18"}),
+        ("smp", {"arch": "segformer", "encoder": "mit_b0"}),
+        ("torchvision", {"arch": "lraspp_mobilenet_v3_large"}),
+        ("torchvision", {"arch": "deeplabv3_mobilenet_v3_large"}),
+        ("mmseg", {"config": "segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py"}),
+        ("mmseg", {"config": "fastscnn/fast_scnn_8xb4-160k_cityscapes-512x1024.py"}),
+    ],
+)
 def test_logits_at_input_resolution_and_backprop(library, cfg):
     torch.manual_seed(0)
     model = create_model(library, num_classes=5, **cfg)
@@ -45,7 +48,9 @@ def test_unknown_names_list_valid_ones():
 
 def test_missing_pretrained_weights_say_where_to_put_them(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
-        create_model("smp", num_classes=2, arch="Unet", encoder="resnet18", encoder_weights=str(tmp_path / "r18.pth"))
+        create_model(
+            "smp", num_classes=2, arch="Unet", encoder="resnet18", encoder_weights=str(tmp_path / "r18.pth")
+        )
     with pytest.raises(FileNotFoundError, match="local cache"):
         create_model("smp", num_classes=2, arch="Unet", encoder="resnet18", encoder_weights="imagenet")
 
@@ -54,8 +59,16 @@ def test_local_encoder_weights_are_loaded(tmp_path):
     from safetensors.torch import save_file
 
     src = create_model("smp", num_classes=3, arch="FPN", encoder="resnet18")
-    save_file({k: v.contiguous() for k, v in src.encoder.state_dict().items()}, str(tmp_path / "enc.safetensors"))
-    dst = create_model("smp", num_classes=3, arch="FPN", encoder="resnet18", encoder_weights=str(tmp_path / "enc.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in src.encoder.state_dict().items()}, str(tmp_path / "enc.safetensors")
+    )
+    dst = create_model(
+        "smp",
+        num_classes=3,
+        arch="FPN",
+        encoder="resnet18",
+        encoder_weights=str(tmp_path / "enc.safetensors"),
+    )
     for (k, a), (_, b) in zip(src.encoder.state_dict().items(), dst.encoder.state_dict().items()):
         assert torch.equal(a, b), k
 

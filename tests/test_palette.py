@@ -6,7 +6,11 @@ from segbench.palette import class_palette
 
 
 def test_declared_colours_win_and_the_rest_are_distinct_and_stable():
-    classes = [{"id": 0, "name": "a", "color": [1, 2, 3]}, {"id": 1, "name": "b"}, {"id": 2, "name": "c", "color": None}]
+    classes = [
+        {"id": 0, "name": "a", "color": [1, 2, 3]},
+        {"id": 1, "name": "b"},
+        {"id": 2, "name": "c", "color": None},
+    ]
     pal = class_palette(classes)
     assert pal.shape == (256, 3) and pal.dtype == np.uint8
     assert pal[0].tolist() == [1, 2, 3]
@@ -15,6 +19,7 @@ def test_declared_colours_win_and_the_rest_are_distinct_and_stable():
 
 
 def test_report_and_predict_use_the_same_palette():
-    from segbench import predict, report
+    from segbench import predict
+    from segbench.report import context
 
-    assert predict.class_palette is report.class_palette is class_palette
+    assert predict.class_palette is context.class_palette is class_palette

@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from segbench.report_check import ReportCheckError, check_report, find_chromium  # noqa: E402
+from segbench.report.check import ReportCheckError, check_report, find_chromium  # noqa: E402
 
 
 def _fig_uri(empty: bool, sparse: bool = False) -> str:
@@ -28,7 +28,10 @@ def _fig_uri(empty: bool, sparse: bool = False) -> str:
 def _page(tmp_path, *srcs):
     imgs = "".join(f"<img src='{s}' alt='plot {i}'>" for i, s in enumerate(srcs))
     p = tmp_path / "index.html"
-    p.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>t</title></head><body><h1>Report</h1>{imgs}</body></html>")
+    p.write_text(
+        "<!DOCTYPE html><html><head><meta "
+        f"charset='utf-8'><title>t</title></head><body><h1>Report</h1>{imgs}</body></html>"
+    )
     return p
 
 

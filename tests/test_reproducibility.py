@@ -19,9 +19,22 @@ from segbench import provenance
 
 REPO = Path(__file__).resolve().parents[1]
 SEGBENCH = [sys.executable, "-m", "segbench.cli"]
-SMALL = ["train.epochs=1", "train.image_size=[64,96]", "train.batch_size=4", "select.ensemble_top_k=0", "select.onnx=false"]
-RESULT_FILES = ("metrics.json", "per_image.csv", "confusion.npy", "confusion_per_image.npy", "val_per_image.csv",
-                "val_confusion.npy", "val_confusion_per_image.npy")
+SMALL = [
+    "train.epochs=1",
+    "train.image_size=[64,96]",
+    "train.batch_size=4",
+    "select.ensemble_top_k=0",
+    "select.onnx=false",
+]
+RESULT_FILES = (
+    "metrics.json",
+    "per_image.csv",
+    "confusion.npy",
+    "confusion_per_image.npy",
+    "val_per_image.csv",
+    "val_confusion.npy",
+    "val_confusion_per_image.npy",
+)
 
 
 def _env():
@@ -31,7 +44,11 @@ def _env():
 
 
 def _run(workdir, *overrides, dry=False):
-    args = SEGBENCH + ["run", *overrides, "--workdir", str(workdir), "--cores", "2"] + (["--dry-run"] if dry else [])
+    args = (
+        SEGBENCH
+        + ["run", *overrides, "--workdir", str(workdir), "--cores", "2"]
+        + (["--dry-run"] if dry else [])
+    )
     r = subprocess.run(args, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=1500)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     return r.stdout + r.stderr
@@ -39,20 +56,38 @@ def _run(workdir, *overrides, dry=False):
 
 def _jobs(out):
     """Rule names of the jobs a Snakemake run executed (or would execute, for a dry run)."""
-    return sorted({ln.split()[-1].rstrip(":") for ln in out.splitlines() if ln.strip().startswith(("rule ", "localrule "))}
-                  - {"all"})
+    return sorted(
+        {
+            ln.split()[-1].rstrip(":")
+            for ln in out.splitlines()
+            if ln.strip().startswith(("rule ", "localrule "))
+        }
+        - {"all"}
+    )
 
 
 # ---------------------------------------------------------------- what a step's code is
 
 
 def test_each_step_fingerprints_the_code_it_runs(tmp_path, monkeypatch):
-    closure = {s: {p.relative_to(provenance.PACKAGE_DIR).as_posix() for p in provenance.module_closure(*m)}
-               for s, m in provenance.STEPS.items()}
+    closure = {
+        s: {p.relative_to(provenance.PACKAGE_DIR).as_posix() for p in provenance.module_closure(*m)}
+        for s, m in provenance.STEPS.items()
+    }
     # the model registry imports its backends by name: all of them belong to training
-    assert {"train.py", "models/smp_backend.py", "models/mmseg_backend.py", "models/torchvision_backend.py",
-            "losses.py", "data/dataset.py"} <= closure["train"]
-    assert "report.py" not in closure["train"] and "train.py" not in closure["report"]
+    assert {
+        "training/run.py",
+        "training/module.py",
+        "models/smp_backend.py",
+        "models/mmseg_backend.py",
+        "models/torchvision_backend.py",
+        "losses.py",
+        "data/dataset.py",
+    } <= closure["train"]
+    assert not any(p.startswith("report/") for p in closure["train"])
+    assert not any(p.startswith("training/") for p in closure["report"])
+    assert "report/templates/page.html.j2" in closure["report"] and "report/plots.py" in closure["report"]
+    assert "report/templates/model_card.md.j2" in closure["best"] and "report/plots.py" not in closure["best"]
     assert "evaluate.py" in closure["ensemble"] and "inference.py" in closure["evaluate"]
     assert "data/importers/labelme.py" in closure["convert"]
 
@@ -63,11 +98,16 @@ def test_each_step_fingerprints_the_code_it_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(provenance, "PACKAGE_DIR", pkg)
     provenance._imports.cache_clear()
     before = {s: provenance.code_fingerprint(s) for s in provenance.STEPS}
-    with open(pkg / "report.py", "a") as f:
+    with open(pkg / "report" / "context.py", "a") as f:
         f.write("\n# a comment\n")
     provenance._imports.cache_clear()
+    mid = {s: provenance.code_fingerprint(s) for s in provenance.STEPS}
+    assert [s for s in before if before[s] != mid[s]] == ["report"]
+    with open(pkg / "report" / "templates" / "page.html.j2", "a") as f:
+        f.write("\n")
+    provenance._imports.cache_clear()
     after = {s: provenance.code_fingerprint(s) for s in provenance.STEPS}
-    assert [s for s in before if before[s] != after[s]] == ["report"]
+    assert [s for s in mid if mid[s] != after[s]] == ["report"]  # the page's layout is the report's code
     with open(pkg / "models" / "smp_backend.py", "a") as f:
         f.write("\nX = 1\n")
     provenance._imports.cache_clear()
@@ -82,14 +122,18 @@ def test_each_step_fingerprints_the_code_it_runs(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_content_not_timestamps_decides_what_reruns_and_experiments_share_trained_models(tmp_path, camvid_subset):
+def test_content_not_timestamps_decides_what_reruns_and_experiments_share_trained_models(
+    tmp_path, camvid_subset
+):
     raw = tmp_path / "raw"
     shutil.copytree(camvid_subset, raw)
     work = tmp_path / "work"
     common = [f"dataset.root={raw}", "models=[tv_lraspp_mbv3,smp_unet_r18]", *SMALL]
     _run(work, *common, "name=a")
     exp = work / "results" / "a"
-    weights = {m: (exp / "models" / m / "fold0" / "model.safetensors") for m in ("tv_lraspp_mbv3", "smp_unet_r18")}
+    weights = {
+        m: (exp / "models" / m / "fold0" / "model.safetensors") for m in ("tv_lraspp_mbv3", "smp_unet_r18")
+    }
     first = {m: os.path.realpath(p) for m, p in weights.items()}
 
     # touching every raw image and mask (same bytes, new mtime) reruns nothing
@@ -108,7 +152,9 @@ def test_content_not_timestamps_decides_what_reruns_and_experiments_share_traine
         q = work / "results" / "b" / "models" / m / "fold0" / "model.safetensors"
         assert q.read_bytes() == p.read_bytes() and os.path.realpath(q) == first[m]
     for f in RESULT_FILES:  # and the same weights scored on the same split give the same bytes
-        assert (exp / "eval/smp_unet_r18/fold0" / f).read_bytes() == (work / "results/b/eval/smp_unet_r18/fold0" / f).read_bytes()
+        assert (exp / "eval/smp_unet_r18/fold0" / f).read_bytes() == (
+            work / "results/b/eval/smp_unet_r18/fold0" / f
+        ).read_bytes()
 
     # one pixel of one mask changed: convert, split and everything downstream rerun, training included
     meta = json.loads((work / "data/processed/camvid/dataset.json").read_text())
@@ -133,9 +179,19 @@ def test_content_not_timestamps_decides_what_reruns_and_experiments_share_traine
 
 @pytest.mark.slow
 def test_same_experiment_twice_from_scratch_is_bit_identical_and_a_killed_run_resumes_to_the_same_bytes(
-        tmp_path, camvid_subset):
-    cfg = [f"dataset.root={camvid_subset}", "models=[smp_unet_r18]", "train.epochs=3", "train.image_size=[64,96]",
-           "train.batch_size=4", "train.num_workers=1", "select.ensemble_top_k=0", "select.onnx=false", "name=r"]
+    tmp_path, camvid_subset
+):
+    cfg = [
+        f"dataset.root={camvid_subset}",
+        "models=[smp_unet_r18]",
+        "train.epochs=3",
+        "train.image_size=[64,96]",
+        "train.batch_size=4",
+        "train.num_workers=1",
+        "select.ensemble_top_k=0",
+        "select.onnx=false",
+        "name=r",
+    ]
     runs = {k: tmp_path / k for k in ("first", "second", "killed")}
     _run(runs["first"], *cfg)
     _run(runs["second"], *cfg)
@@ -143,8 +199,14 @@ def test_same_experiment_twice_from_scratch_is_bit_identical_and_a_killed_run_re
     # the third run is killed (SIGKILL, the whole process group) during training, after an epoch ended
     ckpt_dir = runs["killed"] / "results/r/models/smp_unet_r18/fold0"
     args = SEGBENCH + ["run", *cfg, "--workdir", str(runs["killed"]), "--cores", "2"]
-    proc = subprocess.Popen(args, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        args,
+        cwd=REPO,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 600
         while not (ckpt_dir / "lightning" / "last.ckpt").is_file():
@@ -163,16 +225,24 @@ def test_same_experiment_twice_from_scratch_is_bit_identical_and_a_killed_run_re
     a = runs["first"] / "results/r"
     for k in ("second", "killed"):
         b = runs[k] / "results/r"
-        assert (a / "models/smp_unet_r18/fold0/model.safetensors").read_bytes() == \
-            (b / "models/smp_unet_r18/fold0/model.safetensors").read_bytes(), k
+        assert (a / "models/smp_unet_r18/fold0/model.safetensors").read_bytes() == (
+            b / "models/smp_unet_r18/fold0/model.safetensors"
+        ).read_bytes(), k
         for f in RESULT_FILES:
-            assert (a / "eval/smp_unet_r18/fold0" / f).read_bytes() == (b / "eval/smp_unet_r18/fold0" / f).read_bytes(), (k, f)
+            assert (a / "eval/smp_unet_r18/fold0" / f).read_bytes() == (
+                b / "eval/smp_unet_r18/fold0" / f
+            ).read_bytes(), (k, f)
         assert (a / "splits.json").read_bytes() == (b / "splits.json").read_bytes()
     # what the results were computed from is recorded beside them
     rec = json.loads((a / "provenance.json").read_text())
     assert rec["packages"]["torch"] == __import__("torch").__version__
-    assert rec["dataset"]["num_images"] == len(json.loads((runs["first"] / "data/processed/camvid/dataset.json").read_text())["manifest"])
-    assert rec["dataset"]["files_sha256"] == json.loads((runs["second"] / "results/r/provenance.json").read_text())["dataset"]["files_sha256"]
+    assert rec["dataset"]["num_images"] == len(
+        json.loads((runs["first"] / "data/processed/camvid/dataset.json").read_text())["manifest"]
+    )
+    assert (
+        rec["dataset"]["files_sha256"]
+        == json.loads((runs["second"] / "results/r/provenance.json").read_text())["dataset"]["files_sha256"]
+    )
     assert set(rec["code"]) == set(provenance.STEPS) and (a / "config.yaml").is_file()
 
 

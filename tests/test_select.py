@@ -36,11 +36,16 @@ def test_paired_bootstrap_equals_a_per_resample_loop():
     r = paired_comparison("A", "B", [a], [b], n_resamples=300, seed=3)
     rng = np.random.default_rng(3)  # the same draws bootstrap_scores makes (one chunk of <= 500)
     counts = rng.multinomial(len(a), np.full(len(a), 1 / len(a)), size=300)
-    diffs = [metrics_from_confusion(np.tensordot(w, a, 1))["mIoU"] - metrics_from_confusion(np.tensordot(w, b, 1))["mIoU"]
-             for w in counts]
+    diffs = [
+        metrics_from_confusion(np.tensordot(w, a, 1))["mIoU"]
+        - metrics_from_confusion(np.tensordot(w, b, 1))["mIoU"]
+        for w in counts
+    ]
     assert r["ci_low"] == pytest.approx(np.quantile(diffs, 0.025), abs=1e-12)
     assert r["ci_high"] == pytest.approx(np.quantile(diffs, 0.975), abs=1e-12)
-    assert r["difference"] == pytest.approx(metrics_from_confusion(a.sum(0))["mIoU"] - metrics_from_confusion(b.sum(0))["mIoU"])
+    assert r["difference"] == pytest.approx(
+        metrics_from_confusion(a.sum(0))["mIoU"] - metrics_from_confusion(b.sum(0))["mIoU"]
+    )
     # Wilcoxon on per-image mIoU, as scipy computes it directly
     assert r["wilcoxon_p"] == pytest.approx(wilcoxon(per_image_miou(a), per_image_miou(b)).pvalue)
     assert r["better"] == "A" and r["verdict"].startswith("A is better than B (difference 0.")
@@ -62,15 +67,20 @@ def test_verdicts_indistinguishable_reversed_and_too_few_images():
 def test_paired_comparison_with_folds_averages_the_folds():
     (a0, b0), (a1, b1) = _stacks(seed=5, shift=0.1), _stacks(seed=6, shift=0.1)
     r = paired_comparison("A", "B", [a0, a1], [b0, b1])
-    d = [metrics_from_confusion(x.sum(0))["mIoU"] - metrics_from_confusion(y.sum(0))["mIoU"] for x, y in ((a0, b0), (a1, b1))]
+    d = [
+        metrics_from_confusion(x.sum(0))["mIoU"] - metrics_from_confusion(y.sum(0))["mIoU"]
+        for x, y in ((a0, b0), (a1, b1))
+    ]
     assert r["difference"] == pytest.approx(np.mean(d))
 
 
 def test_select_model_rules():
     cm = {"hi": np.array([[90, 10], [10, 90]]), "lo": np.array([[50, 50], [50, 50]])}
-    cands = [{"name": "big", "parameters": 100, "val_confusion": cm["hi"], "val_time_ms": 10, "memory_mb": 500},
-             {"name": "small", "parameters": 10, "val_confusion": cm["hi"], "val_time_ms": 20, "memory_mb": 100},
-             {"name": "weak", "parameters": 1, "val_confusion": cm["lo"], "val_time_ms": 1, "memory_mb": 50}]
+    cands = [
+        {"name": "big", "parameters": 100, "val_confusion": cm["hi"], "val_time_ms": 10, "memory_mb": 500},
+        {"name": "small", "parameters": 10, "val_confusion": cm["hi"], "val_time_ms": 20, "memory_mb": 100},
+        {"name": "weak", "parameters": 1, "val_confusion": cm["lo"], "val_time_ms": 1, "memory_mb": 50},
+    ]
     assert select_model(cands)["selected"] == "small"  # tie on score: fewer parameters
     r = select_model(cands, constraints={"max_memory_mb": 80})
     assert r["selected"] == "weak" and [x["selectable"] for x in r["ranking"]] == [True, False, False]

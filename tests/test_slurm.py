@@ -53,8 +53,10 @@ def _kill_pidfile(path: Path) -> None:
 def slurm_cluster(tmp_path_factory):
     missing = [b for b in NEEDED if shutil.which(b) is None and not Path("/usr/sbin", b).exists()]
     if missing:
-        pytest.fail(f"SLURM is not installed (missing {', '.join(missing)}): run "
-                    "`apt-get install -y slurm-wlm munge slurm-client` as root (.ci/run does)")
+        pytest.fail(
+            f"SLURM is not installed (missing {', '.join(missing)}): run "
+            "`apt-get install -y slurm-wlm munge slurm-client` as root (.ci/run does)"
+        )
     if os.geteuid() != 0:
         pytest.fail("the one-node SLURM test starts munged, slurmctld and slurmd, which needs root")
     base = tmp_path_factory.mktemp("slurm")
@@ -93,19 +95,34 @@ PartitionName=segbench Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """)
     # inside a job the jobstep plugin drops SLURM_CONF before calling srun: a wrapper puts it back
     srun = base / "bin" / "srun"
-    srun.write_text(f"#!/bin/sh\nexport SLURM_CONF={conf}\nexec {shutil.which('srun')} \"$@\"\n")
+    srun.write_text(f'#!/bin/sh\nexport SLURM_CONF={conf}\nexec {shutil.which("srun")} "$@"\n')
     srun.chmod(0o755)
     env = dict(os.environ, SLURM_CONF=str(conf), PATH=f"{base / 'bin'}{os.pathsep}{os.environ['PATH']}")
     sbin = lambda name: shutil.which(name) or f"/usr/sbin/{name}"  # noqa: E731
-    subprocess.run([sbin("mungekey"), "-c", "-f", "-k", str(base / "munge" / "munge.key")], check=True, env=env)
+    subprocess.run(
+        [sbin("mungekey"), "-c", "-f", "-k", str(base / "munge" / "munge.key")], check=True, env=env
+    )
     try:
-        subprocess.run([sbin("munged"), f"--socket={base}/run/munge.socket", f"--key-file={base}/munge/munge.key",
-                        f"--pid-file={base}/run/munged.pid", f"--log-file={base}/log/munged.log",
-                        f"--seed-file={base}/run/munge.seed", "--force"], check=True, env=env)
+        subprocess.run(
+            [
+                sbin("munged"),
+                f"--socket={base}/run/munge.socket",
+                f"--key-file={base}/munge/munge.key",
+                f"--pid-file={base}/run/munged.pid",
+                f"--log-file={base}/log/munged.log",
+                f"--seed-file={base}/run/munge.seed",
+                "--force",
+            ],
+            check=True,
+            env=env,
+        )
         subprocess.run([sbin("slurmctld")], check=True, env=env)
         subprocess.run([sbin("slurmd")], check=True, env=env)
         deadline = time.time() + 60
-        while "idle" not in subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True).stdout:
+        while (
+            "idle"
+            not in subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True).stdout
+        ):
             assert time.time() < deadline, (base / "log" / "slurmctld.log").read_text()[-3000:]
             time.sleep(0.5)
         yield {"env": env, "base": base, "partition": "segbench"}
@@ -122,18 +139,53 @@ def test_slurm_profile_runs_every_job_through_sbatch(tmp_path, slurm_cluster):
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
     work = tmp_path / "work"
     cpus = os.cpu_count()
-    args = [sys.executable, "-m", "segbench.cli", "run", "experiment=grapes_quick", "models=[smp_unet_r18]",
-            "train.epochs=1", "train.image_size=[64,96]", "name=slurm", "device=cpu", "select.onnx=false",
-            "--workdir", str(work), "--profile", "slurm", "--snakemake-args",
-            # what a user adds for their cluster; the last four suit a one-node cluster without accounting
-            "--default-resources", f"slurm_partition={slurm_cluster['partition']}", "runtime=20", "mem_mb=1000",
-            "--set-threads", f"train={cpus}", f"evaluate={cpus}", "best=1",
-            "--set-resources", "train:mem_mb=3000", "evaluate:mem_mb=3000",
-            "--slurm-no-account", "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
-            "--seconds-between-status-checks", "2"]
+    args = [
+        sys.executable,
+        "-m",
+        "segbench.cli",
+        "run",
+        "experiment=grapes_quick",
+        "models=[smp_unet_r18]",
+        "train.epochs=1",
+        "train.image_size=[64,96]",
+        "name=slurm",
+        "device=cpu",
+        "select.onnx=false",
+        "--workdir",
+        str(work),
+        "--profile",
+        "slurm",
+        "--snakemake-args",
+        # what a user adds for their cluster; the last four suit a one-node cluster without accounting
+        "--default-resources",
+        f"slurm_partition={slurm_cluster['partition']}",
+        "runtime=20",
+        "mem_mb=1000",
+        "--set-threads",
+        f"train={cpus}",
+        f"evaluate={cpus}",
+        "best=1",
+        "--set-resources",
+        "train:mem_mb=3000",
+        "evaluate:mem_mb=3000",
+        "--slurm-no-account",
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--seconds-between-status-checks",
+        "2",
+    ]
     # Snakemake ignores SIGTERM here: bound it with a hard kill of its whole process group
-    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        args,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, _ = proc.communicate(timeout=1200)
     except subprocess.TimeoutExpired:
@@ -143,8 +195,19 @@ def test_slurm_profile_runs_every_job_through_sbatch(tmp_path, slurm_cluster):
     assert proc.returncode == 0, out[-6000:]
 
     # every job was submitted with sbatch, one SLURM job per Snakemake job, and completed there
-    submitted = dict(re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/rule_(\w+?)[/)]", out))
-    assert set(submitted.values()) == {"convert", "validate", "split", "train", "evaluate", "aggregate", "best", "report"}, out[-4000:]
+    submitted = dict(
+        re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/rule_(\w+?)[/)]", out)
+    )
+    assert set(submitted.values()) == {
+        "convert",
+        "validate",
+        "split",
+        "train",
+        "evaluate",
+        "aggregate",
+        "best",
+        "report",
+    }, out[-4000:]
     completed = {}
     for line in (slurm_cluster["base"] / "log" / "jobcomp.log").read_text().splitlines():
         fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
@@ -155,7 +218,9 @@ def test_slurm_profile_runs_every_job_through_sbatch(tmp_path, slurm_cluster):
         assert completed[jobid]["Partition"] == slurm_cluster["partition"]
     train_id = next(j for j, r in submitted.items() if r == "train")
     assert f"cpu={cpus}" in completed[train_id]["Tres"] and "mem=3000M" in completed[train_id]["Tres"]
-    shown = subprocess.run(["scontrol", "show", "job", train_id], env=env, capture_output=True, text=True).stdout
+    shown = subprocess.run(
+        ["scontrol", "show", "job", train_id], env=env, capture_output=True, text=True
+    ).stdout
     assert "JobState=COMPLETED" in shown and f"WorkDir={work}" in shown
     # and produced the experiment's results on the shared file system
     summary = (work / "results" / "slurm" / "summary.json").read_text()

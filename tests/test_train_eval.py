@@ -11,7 +11,7 @@ from segbench.config import compose, job_configs
 from segbench.data.splits import make_splits
 from segbench.evaluate import evaluate_model, load_trained_model
 from segbench.metrics import metrics_from_confusion
-from segbench.train import lr_lambda, train_model
+from segbench.training import lr_lambda, train_model
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +20,16 @@ def trained(tmp_path_factory, processed):
     jobs = job_configs(compose(["train.image_size=[64,96]", "train.epochs=2", "train.batch_size=4"]))
     splits = make_splits(processed, jobs["split"], root / "splits.json")
     model_cfg = jobs["models"]["tv_lraspp_mbv3"]
-    info = train_model(processed, root / "splits.json", 0, model_cfg, jobs["train"], jobs["augment"],
-                       root / "models" / "m" / "fold0", threads=2)
+    info = train_model(
+        processed,
+        root / "splits.json",
+        0,
+        model_cfg,
+        jobs["train"],
+        jobs["augment"],
+        root / "models" / "m" / "fold0",
+        threads=2,
+    )
     return root, jobs, splits, info
 
 
@@ -43,9 +51,18 @@ def test_training_outputs(trained):
 def test_evaluation_counts_all_non_ignored_pixels(trained, processed):
     root, jobs, splits, _ = trained
     ev = root / "eval"
-    m = evaluate_model(root / "models" / "m" / "fold0", processed, root / "splits.json", dict(jobs["evaluate"], save_predictions=2), ev)
+    m = evaluate_model(
+        root / "models" / "m" / "fold0",
+        processed,
+        root / "splits.json",
+        dict(jobs["evaluate"], save_predictions=2),
+        ev,
+    )
     meta = json.loads(processed.read_text())
-    expected = sum(int((np.asarray(Image.open(processed.parent / meta["manifest"][i]["mask"])) != 255).sum()) for i in splits["test"])
+    expected = sum(
+        int((np.asarray(Image.open(processed.parent / meta["manifest"][i]["mask"])) != 255).sum())
+        for i in splits["test"]
+    )
     cm = np.load(ev / "confusion.npy")
     assert cm.shape == (11, 11) and cm.dtype == np.int64
     assert cm.sum() == expected == m["num_pixels"]
@@ -58,7 +75,9 @@ def test_evaluation_counts_all_non_ignored_pixels(trained, processed):
     assert per_image["pixels"].sum() == expected
     preds = sorted((ev / "predictions").glob("*.png"))
     worst = [w["id"] for w in m["worst_images"]]
-    assert len(worst) == 3 and [w["mIoU"] for w in m["worst_images"]] == sorted(w["mIoU"] for w in m["worst_images"])
+    assert len(worst) == 3 and [w["mIoU"] for w in m["worst_images"]] == sorted(
+        w["mIoU"] for w in m["worst_images"]
+    )
     assert min(per_image["mIoU"]) == pytest.approx(m["worst_images"][0]["mIoU"])
     assert {p.stem for p in preds} == set(sorted(splits["test"])[:2]) | set(worst)
     assert np.asarray(Image.open(preds[0])).shape == (360, 480)
@@ -66,23 +85,45 @@ def test_evaluation_counts_all_non_ignored_pixels(trained, processed):
     val_ids = splits["folds"][0]["val"]
     val_cm = np.load(ev / "val_confusion.npy")
     assert len(pd.read_csv(ev / "val_per_image.csv")) == len(val_ids) == m["val"]["num_images"]
-    assert val_cm.sum() == sum(int((np.asarray(Image.open(processed.parent / meta["manifest"][i]["mask"])) != 255).sum())
-                               for i in val_ids)
+    assert val_cm.sum() == sum(
+        int((np.asarray(Image.open(processed.parent / meta["manifest"][i]["mask"])) != 255).sum())
+        for i in val_ids
+    )
     assert np.array_equal(np.load(ev / "val_confusion_per_image.npy").sum(0), val_cm)
     assert m["val"]["mIoU"] == pytest.approx(metrics_from_confusion(val_cm)["mIoU"])
     assert m["peak_memory_mb"] > 0
     # what the machine determines (time, memory) is kept apart from what the model and data determine
     timing = json.loads((ev / "timing.json").read_text())
-    assert sorted(timing["test"]["time_ms"]) == sorted(splits["test"]) and sorted(timing["val"]["time_ms"]) == sorted(val_ids)
-    assert timing["time_ms_median"] == pytest.approx(np.median(list(timing["test"]["time_ms"].values())), abs=1e-3)
+    assert sorted(timing["test"]["time_ms"]) == sorted(splits["test"]) and sorted(
+        timing["val"]["time_ms"]
+    ) == sorted(val_ids)
+    assert timing["time_ms_median"] == pytest.approx(
+        np.median(list(timing["test"]["time_ms"].values())), abs=1e-3
+    )
     assert timing["peak_memory_mb"] == m["peak_memory_mb"] > 0
     on_disk = json.loads((ev / "metrics.json").read_text())
-    assert not {"time_ms_median", "time_ms_p95", "peak_memory_mb"} & set(on_disk) and "time_ms" not in per_image.columns
+    assert (
+        not {"time_ms_median", "time_ms_p95", "peak_memory_mb"} & set(on_disk)
+        and "time_ms" not in per_image.columns
+    )
     # so evaluating the same weights again writes every result file byte for byte again
     ev2 = root / "eval_again"
-    evaluate_model(root / "models" / "m" / "fold0", processed, root / "splits.json", dict(jobs["evaluate"], save_predictions=2), ev2)
-    for f in ("metrics.json", "per_image.csv", "confusion.npy", "confusion_per_image.npy", "val_per_image.csv",
-              "val_confusion.npy", "val_confusion_per_image.npy"):
+    evaluate_model(
+        root / "models" / "m" / "fold0",
+        processed,
+        root / "splits.json",
+        dict(jobs["evaluate"], save_predictions=2),
+        ev2,
+    )
+    for f in (
+        "metrics.json",
+        "per_image.csv",
+        "confusion.npy",
+        "confusion_per_image.npy",
+        "val_per_image.csv",
+        "val_confusion.npy",
+        "val_confusion_per_image.npy",
+    ):
         assert (ev / f).read_bytes() == (ev2 / f).read_bytes(), f
     assert (ev / "timing.json").read_bytes() != (ev2 / "timing.json").read_bytes()
 
@@ -99,16 +140,16 @@ def test_checkpoint_roundtrip_is_exact(trained):
 
 
 def test_lr_schedules():
-    poly = lr_lambda({"scheduler": "poly", "poly_power": 1.0, "warmup_epochs": 1}, total_steps=20, steps_per_epoch=10)
+    poly = lr_lambda("poly", total_steps=20, steps_per_epoch=10, poly_power=1.0, warmup_epochs=1)
     assert poly(0) == pytest.approx(0.1) and poly(9) == pytest.approx(1.0)
     assert poly(10) == pytest.approx(1.0) and poly(15) == pytest.approx(0.5)
-    cos = lr_lambda({"scheduler": "cosine"}, total_steps=10, steps_per_epoch=5)
+    cos = lr_lambda("cosine", total_steps=10, steps_per_epoch=5, poly_power=1.0, warmup_epochs=0)
     assert cos(0) == pytest.approx(1.0) and cos(5) == pytest.approx(0.5)
 
 
 def test_bn_momentum_is_part_of_the_protocol():
     from segbench.models import create_model
-    from segbench.train import set_bn_momentum
+    from segbench.training import set_bn_momentum
 
     model = create_model("torchvision", num_classes=3, arch="lraspp_mobilenet_v3_large")
     moms = {m.momentum for m in model.modules() if isinstance(m, __import__("torch").nn.BatchNorm2d)}
@@ -122,22 +163,39 @@ def test_bn_momentum_is_part_of_the_protocol():
 @pytest.mark.parametrize("workers", [0, 2])
 def test_training_is_reproducible(tmp_path, processed, workers):
     """Same experiment seed -> byte-identical weights (augmentations seeded, deterministic CPU ops)."""
-    jobs = job_configs(compose(["train.image_size=[64,96]", "train.epochs=1", "train.batch_size=4",
-                                f"train.num_workers={workers}"]))
+    jobs = job_configs(
+        compose(
+            [
+                "train.image_size=[64,96]",
+                "train.epochs=1",
+                "train.batch_size=4",
+                f"train.num_workers={workers}",
+            ]
+        )
+    )
     make_splits(processed, jobs["split"], tmp_path / "splits.json")
     digests = []
     for run in ("a", "b"):
-        train_model(processed, tmp_path / "splits.json", 0, jobs["models"]["smp_unet_r18"], jobs["train"], jobs["augment"],
-                    tmp_path / run, threads=2)
+        train_model(
+            processed,
+            tmp_path / "splits.json",
+            0,
+            jobs["models"]["smp_unet_r18"],
+            jobs["train"],
+            jobs["augment"],
+            tmp_path / run,
+            threads=2,
+        )
         digests.append((tmp_path / run / "model.safetensors").read_bytes())
-        assert (tmp_path / run / "history.csv").read_text().split("\n")[1].split(",")[:4] == \
-            (tmp_path / "a" / "history.csv").read_text().split("\n")[1].split(",")[:4]
+        assert (tmp_path / run / "history.csv").read_text().split("\n")[1].split(",")[:4] == (
+            tmp_path / "a" / "history.csv"
+        ).read_text().split("\n")[1].split(",")[:4]
     assert digests[0] == digests[1]
 
 
 def test_onnx_export_matches_pytorch_on_real_images(trained, processed, tmp_path):
-    from segbench.best import onnx_export_and_check
     from segbench.data.dataset import read_image
+    from segbench.export import onnx_export_and_check
 
     root, jobs, splits, _ = trained
     model, info = load_trained_model(root / "models" / "m" / "fold0")
@@ -155,9 +213,13 @@ def test_onnx_export_matches_pytorch_on_real_images(trained, processed, tmp_path
 
     import torch
 
-    class NotExportable(torch.nn.Module):  # a Python float from the data: traced as a constant, so parity fails
+    # a Python float from the data: traced as a constant, so parity fails
+    class NotExportable(torch.nn.Module):
         def forward(self, x):
-            return torch.zeros((1, 11) + tuple(x.shape[2:])) + float(x.mean()) * torch.arange(11.0)[None, :, None, None]
+            return (
+                torch.zeros((1, 11) + tuple(x.shape[2:]))
+                + float(x.mean()) * torch.arange(11.0)[None, :, None, None]
+            )
 
     r = onnx_export_and_check(NotExportable(), info, images, tmp_path / "bad.onnx")
     assert not r["passed"] and r["max_abs_logit_diff"] > 1e-3  # the baked-in constant is caught
@@ -172,14 +234,30 @@ def test_ensemble_of_a_model_with_itself_evaluates_like_the_model(trained, proce
     root, jobs, splits, _ = trained
     shutil.copytree(root / "models" / "m" / "fold0", root / "models" / "m2" / "fold0", dirs_exist_ok=True)
     ev_cfg = dict(jobs["evaluate"], save_predictions=0, n_worst=0)
-    single = evaluate_model(root / "models" / "m" / "fold0", processed, root / "splits.json", ev_cfg, root / "eval" / "m" / "fold0")
-    evaluate_model(root / "models" / "m2" / "fold0", processed, root / "splits.json", ev_cfg, root / "eval" / "m2" / "fold0")
+    single = evaluate_model(
+        root / "models" / "m" / "fold0",
+        processed,
+        root / "splits.json",
+        ev_cfg,
+        root / "eval" / "m" / "fold0",
+    )
+    evaluate_model(
+        root / "models" / "m2" / "fold0",
+        processed,
+        root / "splits.json",
+        ev_cfg,
+        root / "eval" / "m2" / "fold0",
+    )
     folder, info = build_ensemble(root, ["m", "m2"], 0, 1, 2)
     assert info["ensemble"] == [{"name": "m", "path": "members/m"}, {"name": "m2", "path": "members/m2"}]
     model, info = load_trained_model(folder)  # self-contained: members copied beside model.json
-    ens = evaluate_loaded(model, info, "cpu", processed, root / "splits.json", ev_cfg, root / "eval" / "ens" / "fold0")
-    assert np.array_equal(np.load(root / "eval" / "ens" / "fold0" / "confusion.npy"),
-                          np.load(root / "eval" / "m" / "fold0" / "confusion.npy"))
+    ens = evaluate_loaded(
+        model, info, "cpu", processed, root / "splits.json", ev_cfg, root / "eval" / "ens" / "fold0"
+    )
+    assert np.array_equal(
+        np.load(root / "eval" / "ens" / "fold0" / "confusion.npy"),
+        np.load(root / "eval" / "m" / "fold0" / "confusion.npy"),
+    )
     assert ens["val"]["mIoU"] == pytest.approx(single["val"]["mIoU"])
 
 
@@ -199,10 +277,15 @@ def test_killed_training_resumes_and_ends_as_an_uninterrupted_run(tmp_path, proc
     for key in ("train", "augment"):
         (tmp_path / f"{key}.json").write_text(dump_json(jobs[key]))
     (tmp_path / "model.json").write_text(dump_json(jobs["models"]["tv_lraspp_mbv3"]))
-    args = lambda out: [sys.executable, "-m", "segbench.cli", "train", "--dataset", str(processed),  # noqa: E731
-                        "--splits", str(tmp_path / "splits.json"), "--fold", "0", "--model", str(tmp_path / "model.json"),
-                        "--train", str(tmp_path / "train.json"), "--augment", str(tmp_path / "augment.json"),
-                        "--out", str(out), "--threads", "2"]
+    files = {k: str(tmp_path / f"{k}.json") for k in ("splits", "model", "train", "augment")}
+
+    def args(out):
+        return (
+            [sys.executable, "-m", "segbench.cli", "train", "--dataset", str(processed)]
+            + [f"--{k}={v}" for k, v in files.items()]
+            + ["--fold", "0", "--out", str(out), "--threads", "2"]
+        )
+
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
     ref = subprocess.run(args(tmp_path / "ref"), env=env, capture_output=True, text=True, timeout=600)
     assert ref.returncode == 0, ref.stderr[-2000:]
@@ -211,7 +294,11 @@ def test_killed_training_resumes_and_ends_as_an_uninterrupted_run(tmp_path, proc
     proc = subprocess.Popen(args(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt, deadline = out / "lightning" / "last.ckpt", time.time() + 300
     while time.time() < deadline and proc.poll() is None:  # kill in epoch 2 or 3, after a checkpoint exists
-        if ckpt.is_file() and (out / "history.csv").is_file() and len((out / "history.csv").read_text().splitlines()) >= 3:
+        if (
+            ckpt.is_file()
+            and (out / "history.csv").is_file()
+            and len((out / "history.csv").read_text().splitlines()) >= 3
+        ):
             time.sleep(0.1)
             break
         time.sleep(0.02)
@@ -248,7 +335,9 @@ def test_ddp_two_cpu_processes_share_the_batches_and_score_every_validation_imag
 
     meta = json.loads(processed.read_text())
     ids = sorted(meta["manifest"])
-    (tmp_path / "splits.json").write_text(json.dumps({"test": ids[:2], "folds": [{"train": ids[2:14], "val": ids[14:19]}]}))
+    (tmp_path / "splits.json").write_text(
+        json.dumps({"test": ids[:2], "folds": [{"train": ids[2:14], "val": ids[14:19]}]})
+    )
     model = {"library": "smp", "arch": "Unet", "encoder": "resnet18", "encoder_weights": None, "name": "u"}
     (tmp_path / "model.json").write_text(dump_json(model))
     jobs = job_configs(compose(["train.image_size=[64,96]", "train.epochs=1", "train.batch_size=2"]))
@@ -257,14 +346,42 @@ def test_ddp_two_cpu_processes_share_the_batches_and_score_every_validation_imag
     for n in (1, 2):
         (tmp_path / f"train{n}.json").write_text(dump_json(dict(jobs["train"], devices=n, device="cpu")))
         out = tmp_path / f"out{n}"
-        r = subprocess.run([sys.executable, "-m", "segbench.cli", "train", "--dataset", str(processed), "--splits",
-                            str(tmp_path / "splits.json"), "--fold", "0", "--model", str(tmp_path / "model.json"),
-                            "--train", str(tmp_path / f"train{n}.json"), "--augment", str(tmp_path / "augment.json"),
-                            "--out", str(out), "--threads", "1"], capture_output=True, text=True, timeout=600)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "segbench.cli",
+                "train",
+                "--dataset",
+                str(processed),
+                "--splits",
+                str(tmp_path / "splits.json"),
+                "--fold",
+                "0",
+                "--model",
+                str(tmp_path / "model.json"),
+                "--train",
+                str(tmp_path / f"train{n}.json"),
+                "--augment",
+                str(tmp_path / "augment.json"),
+                "--out",
+                str(out),
+                "--threads",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert r.returncode == 0, r.stderr[-3000:]
         metas[n] = json.loads((out / "train_meta.json").read_text())
     assert metas[1]["processes"] == 1 and metas[2]["processes"] == 2 and metas[2]["strategy"] == "DDPStrategy"
-    assert metas[1]["steps_per_epoch"] == 6 and metas[2]["steps_per_epoch"] == 3  # 12 images, batch 2 per process
+    assert (
+        metas[1]["steps_per_epoch"] == 6 and metas[2]["steps_per_epoch"] == 3
+    )  # 12 images, batch 2 per process
     # 5 validation images on 2 processes: a padding sampler would score one of them twice
     assert metas[2]["val_pixels"] == metas[1]["val_pixels"] > 0
-    assert len(pd.read_csv(tmp_path / "out2" / "history.csv")) == 1 and (tmp_path / "out2" / "model.safetensors").is_file()
+    assert (
+        len(pd.read_csv(tmp_path / "out2" / "history.csv")) == 1
+        and (tmp_path / "out2" / "model.safetensors").is_file()
+    )

@@ -21,7 +21,19 @@ def _run(args, cwd, **kw):
 
 
 def test_snakemake_lint(tmp_path):
-    r = _run([sys.executable, "-m", "snakemake", "--lint", "--snakefile", "workflow/Snakefile", "--directory", str(tmp_path)], REPO)
+    r = _run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--lint",
+            "--snakefile",
+            "workflow/Snakefile",
+            "--directory",
+            str(tmp_path),
+        ],
+        REPO,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Congratulations, your workflow is in a good condition" in r.stdout + r.stderr
 
@@ -39,8 +51,15 @@ def test_dvc_pipeline_declares_metrics_and_plots():
 
 @pytest.mark.slow
 def test_workflow_end_to_end(tmp_path, camvid_subset):
-    overrides = [f"dataset.root={camvid_subset}", "models=[smp_unet_r18,tv_lraspp_mbv3,mmseg_fastscnn]", "train.epochs=1",
-                 "train.image_size=[64,96]", "train.batch_size=4", "name=e2e", "split.val_fraction=0.2"]
+    overrides = [
+        f"dataset.root={camvid_subset}",
+        "models=[smp_unet_r18,tv_lraspp_mbv3,mmseg_fastscnn]",
+        "train.epochs=1",
+        "train.image_size=[64,96]",
+        "train.batch_size=4",
+        "name=e2e",
+        "split.val_fraction=0.2",
+    ]
     r = _run(SEGBENCH + ["run", *overrides, "--workdir", str(tmp_path), "--cores", "2"], REPO)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
     exp = tmp_path / "results" / "e2e"
@@ -48,8 +67,15 @@ def test_workflow_end_to_end(tmp_path, camvid_subset):
     # confusion counts equal the number of non-ignored test pixels
     meta = json.loads((tmp_path / "data/processed/camvid/dataset.json").read_text())
     splits = json.loads((exp / "splits.json").read_text())
-    expected = sum(int((np.asarray(Image.open(tmp_path / "data/processed/camvid" / meta["manifest"][i]["mask"])) != 255).sum())
-                   for i in splits["test"])
+    expected = sum(
+        int(
+            (
+                np.asarray(Image.open(tmp_path / "data/processed/camvid" / meta["manifest"][i]["mask"]))
+                != 255
+            ).sum()
+        )
+        for i in splits["test"]
+    )
     models = ["smp_unet_r18", "tv_lraspp_mbv3", "mmseg_fastscnn"]
     for m in models:
         assert np.load(exp / "eval" / m / "fold0" / "confusion.npy").sum() == expected
@@ -59,8 +85,12 @@ def test_workflow_end_to_end(tmp_path, camvid_subset):
     assert set(summary["library"]) == {"smp", "torchvision", "mmseg", "ensemble"}
     for col in ("mIoU", "mDice", "mAcc", "aAcc", "fwIoU", "mBoundaryIoU", "val_mIoU"):
         assert summary[col].between(0, 1).all(), col
-    assert (summary["mIoU_ci_low"] <= summary["mIoU"]).all() and (summary["mIoU"] <= summary["mIoU_ci_high"]).all()
-    assert (summary["time_ms_median"] > 0).all() and (summary["time_ms_p95"] >= summary["time_ms_median"]).all()
+    assert (summary["mIoU_ci_low"] <= summary["mIoU"]).all() and (
+        summary["mIoU"] <= summary["mIoU_ci_high"]
+    ).all()
+    assert (summary["time_ms_median"] > 0).all() and (
+        summary["time_ms_p95"] >= summary["time_ms_median"]
+    ).all()
     sj = json.loads((exp / "summary.json").read_text())
     assert sj["best"]["model"] == summary.iloc[0]["model"]  # ranked on validation, selectable first
     assert 0 < sj["baseline"]["mIoU"] < 1
@@ -72,9 +102,13 @@ def test_workflow_end_to_end(tmp_path, camvid_subset):
     # the answer first: selected model, test mIoU with CI, verdict against the runner-up
     sel = json.loads((exp / "selection.json").read_text())
     first = html.index("<div class='verdict")
-    assert first < html.index("<h2>") and f"<b>Use {sel['model']}</b>" in html[first:first + 400]
+    assert first < html.index("<h2>") and f"<b>Use {sel['model']}</b>" in html[first : first + 400]
     assert "Against the runner-up:" in html and sel["verdict"] and sel["selected_on"] == "validation"
-    for section in ("Paired comparisons on the test images", "Accuracy against latency", "Worst test images per model"):
+    for section in (
+        "Paired comparisons on the test images",
+        "Accuracy against latency",
+        "Worst test images per model",
+    ):
         assert section in html, section
     # an ensemble of the two best models is one more candidate, scored on the same images
     assert "ensemble_top2" in set(summary["model"])
@@ -82,7 +116,14 @@ def test_workflow_end_to_end(tmp_path, camvid_subset):
     assert len(ens["members"]) == 2 and set(ens["members"]) <= set(models)
     # best/: the chosen model ready to use, its ONNX export checked against PyTorch on real images
     best = exp / "best"
-    for f in ("model.json", "classes.json", "preprocessing.json", "MODEL_CARD.md", "README.md", "selection.json"):
+    for f in (
+        "model.json",
+        "classes.json",
+        "preprocessing.json",
+        "MODEL_CARD.md",
+        "README.md",
+        "selection.json",
+    ):
         assert (best / f).is_file(), f
     assert (best / "model.safetensors").is_file() or (best / "members").is_dir()
     parity = json.loads((best / "onnx_parity.json").read_text())
@@ -90,7 +131,7 @@ def test_workflow_end_to_end(tmp_path, camvid_subset):
     card = (best / "MODEL_CARD.md").read_text()
     assert "segbench predict --model" in card and "95 % bootstrap CI" in card and sel["model"] in card
     # the report as Chromium shows it: every picture displayed, none empty
-    from segbench.report_check import check_report
+    from segbench.report.check import check_report
 
     assert check_report(exp / "report" / "index.html")["broken_in_browser"] == 0
 
@@ -100,14 +141,22 @@ def test_workflow_end_to_end(tmp_path, camvid_subset):
     assert "Nothing to be done" in r2.stdout + r2.stderr
 
     # a report option re-renders the report and retrains nothing
-    r3 = _run(SEGBENCH + ["run", *overrides, "report.n_overlays=1", "--workdir", str(tmp_path), "--cores", "2", "--dry-run"], REPO)
+    r3 = _run(
+        SEGBENCH
+        + ["run", *overrides, "report.n_overlays=1", "--workdir", str(tmp_path), "--cores", "2", "--dry-run"],
+        REPO,
+    )
     out = r3.stdout + r3.stderr
     assert r3.returncode == 0, out[-3000:]
     assert "rule report:" in out or "localrule report:" in out
     assert "rule train:" not in out and "rule evaluate:" not in out
 
     # a second experiment on the same dataset reuses the converted data (and leaves the first up to date)
-    r4 = _run(SEGBENCH + ["run", *overrides, "name=e2e_other", "--workdir", str(tmp_path), "--cores", "2", "--dry-run"], REPO)
+    r4 = _run(
+        SEGBENCH
+        + ["run", *overrides, "name=e2e_other", "--workdir", str(tmp_path), "--cores", "2", "--dry-run"],
+        REPO,
+    )
     out4 = r4.stdout + r4.stderr
     assert r4.returncode == 0, out4[-3000:]
     assert "rule train:" in out4 and "rule convert:" not in out4 and "rule validate:" not in out4
@@ -115,13 +164,27 @@ def test_workflow_end_to_end(tmp_path, camvid_subset):
     assert "Nothing to be done" in r4b.stdout + r4b.stderr
 
     # changing one model's config retrains that model only
-    r5 = _run(SEGBENCH + ["run", *overrides, "+model_overrides.smp_unet_r18.encoder=resnet34",
-                          "--workdir", str(tmp_path), "--cores", "2", "--dry-run"], REPO)
+    r5 = _run(
+        SEGBENCH
+        + [
+            "run",
+            *overrides,
+            "+model_overrides.smp_unet_r18.encoder=resnet34",
+            "--workdir",
+            str(tmp_path),
+            "--cores",
+            "2",
+            "--dry-run",
+        ],
+        REPO,
+    )
     out5 = r5.stdout + r5.stderr
     assert r5.returncode == 0, out5[-3000:]
     produced = [ln for ln in out5.splitlines() if ln.strip().startswith("output:")]  # what jobs would write
     assert any("smp_unet_r18/fold0/model.safetensors" in ln for ln in produced)
-    assert not any(f"{m}/fold0/model.safetensors" in ln for ln in produced for m in ("tv_lraspp_mbv3", "mmseg_fastscnn"))
+    assert not any(
+        f"{m}/fold0/model.safetensors" in ln for ln in produced for m in ("tv_lraspp_mbv3", "mmseg_fastscnn")
+    )
 
 
 def _tree_digest(root: Path, outs: list[str]) -> dict[str, str]:
@@ -131,7 +194,7 @@ def _tree_digest(root: Path, outs: list[str]) -> dict[str, str]:
     files = {}
     for o in outs:
         base = root / o
-        for p in ([base] if base.is_file() else sorted(base.rglob("*"))):
+        for p in [base] if base.is_file() else sorted(base.rglob("*")):
             if p.is_file():
                 files[str(p.relative_to(root))] = hashlib.md5(p.read_bytes()).hexdigest()
     return files
@@ -146,31 +209,57 @@ def test_dvc_round_trip_fresh_clone_pull_reruns_nothing(tmp_path, camvid_subset)
     import time
 
     proj = tmp_path / "proj"
-    shutil.copytree(REPO, proj, ignore=shutil.ignore_patterns(".venv", ".git", "results", "data", ".dvc-remote",
-                                                              "__pycache__", ".snakemake", "*.egg-info"))
+    shutil.copytree(
+        REPO,
+        proj,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", "results", "data", ".dvc-remote", "__pycache__", ".snakemake", "*.egg-info"
+        ),
+    )
     (proj / "data").mkdir()
     shared = tmp_path / "shared"
     (shared / "data").mkdir(parents=True)
     (shared / "data" / "camvid").symlink_to(camvid_subset)
-    overrides = ["models=[tv_lraspp_mbv3]", "train.epochs=1", "train.image_size=[64,96]", "train.batch_size=4"]
-    (proj / "params.yaml").write_text("experiment: camvid_quick\n"
-                                      f"overrides: \"'{overrides[0]}' {' '.join(overrides[1:])} --cores 2\"\n")
-    env = dict(os.environ, SEGBENCH_SHARED=str(shared), DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t",
-               GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    overrides = [
+        "models=[tv_lraspp_mbv3]",
+        "train.epochs=1",
+        "train.image_size=[64,96]",
+        "train.batch_size=4",
+    ]
+    (proj / "params.yaml").write_text(
+        f"experiment: camvid_quick\noverrides: \"'{overrides[0]}' {' '.join(overrides[1:])} --cores 2\"\n"
+    )
+    env = dict(
+        os.environ,
+        SEGBENCH_SHARED=str(shared),
+        DVC_NO_ANALYTICS="1",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@t",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@t",
+    )
     env.pop("SNAKEMAKE_OUTPUT_CACHE", None)  # each project its own cache: a fresh clone starts with none
     # as after `source .venv/bin/activate`: dvc.yaml's commands call `segbench` from PATH
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
 
     def run(*a, cwd=proj):
-        r = subprocess.run(list(a), cwd=cwd, env=dict(env, SEGBENCH_ROOT=str(cwd)), capture_output=True, text=True,
-                           timeout=1200)
+        r = subprocess.run(
+            list(a),
+            cwd=cwd,
+            env=dict(env, SEGBENCH_ROOT=str(cwd)),
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
         assert r.returncode == 0, " ".join(a) + "\n" + r.stdout[-3000:] + r.stderr[-3000:]
         return r
 
     dvc = [sys.executable, "-m", "dvc"]
     run("git", "init", "-q")
     run(*dvc, "repro")
-    assert len(list((proj / "data/raw/camvid/CamVid/test").glob("*.png"))) == len(list((camvid_subset / "CamVid/test").glob("*.png")))
+    assert len(list((proj / "data/raw/camvid/CamVid/test").glob("*.png"))) == len(
+        list((camvid_subset / "CamVid/test").glob("*.png"))
+    )
     summary = json.loads((proj / "results/camvid_quick/summary.json").read_text())
     assert [m["model"] for m in summary["models"]] == ["tv_lraspp_mbv3"]
     assert "mIoU" in run(*dvc, "metrics", "show", "--json").stdout
@@ -180,8 +269,20 @@ def test_dvc_round_trip_fresh_clone_pull_reruns_nothing(tmp_path, camvid_subset)
     run("git", "commit", "-q", "-m", "experiment")
 
     outs = ["data/raw/camvid", "data/processed/camvid", ".snakemake/metadata"] + [
-        f"results/camvid_quick/{d}" for d in ("models", "eval", "best", "report", "selection.json", "splits.json",
-                                             "summary.csv", "provenance.json", "summary.json", "learning_curves.csv")]
+        f"results/camvid_quick/{d}"
+        for d in (
+            "models",
+            "eval",
+            "best",
+            "report",
+            "selection.json",
+            "splits.json",
+            "summary.csv",
+            "provenance.json",
+            "summary.json",
+            "learning_curves.csv",
+        )
+    ]
     pushed = _tree_digest(proj, outs)
     assert len(pushed) > 50 and any(k.endswith("model.safetensors") for k in pushed)
     for rel, md5 in pushed.items():  # DVC's content-addressed remote holds every output file under its MD5
@@ -207,8 +308,11 @@ def test_dvc_round_trip_fresh_clone_pull_reruns_nothing(tmp_path, camvid_subset)
 
 
 def test_constraints_pin_cpu_safe_torch():
-    pins = dict(line.split("==", 1) for line in (REPO / "constraints.txt").read_text().splitlines()
-                if "==" in line and not line.startswith("#"))
+    pins = dict(
+        line.split("==", 1)
+        for line in (REPO / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
     assert pins["torch"] == "2.13.0" and pins["torchvision"] == "0.28.0"
     assert not any(name.startswith(("nvidia-", "triton")) for name in pins)
     assert int(pins["setuptools"].split(".")[0]) < 81  # mmengine imports pkg_resources
@@ -225,8 +329,13 @@ def test_bad_config_fails_before_anything_runs(tmp_path):
 def test_grapes_labelme_through_the_workflow(tmp_path):
     """The second real dataset: LabelMe polygons with embedded photos -> convert (labelme importer,
     label_map to one 'grape' class) -> validate -> split -> train -> evaluate -> report."""
-    overrides = ["experiment=grapes_quick", "models=[smp_unet_r18]", "train.epochs=1", "train.image_size=[96,128]",
-                 "name=grapes_e2e"]
+    overrides = [
+        "experiment=grapes_quick",
+        "models=[smp_unet_r18]",
+        "train.epochs=1",
+        "train.image_size=[96,128]",
+        "name=grapes_e2e",
+    ]
     r = _run(SEGBENCH + ["run", *overrides, "--workdir", str(tmp_path), "--cores", "2"], REPO)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
     ds = tmp_path / "data/processed/grapes"
@@ -240,8 +349,15 @@ def test_grapes_labelme_through_the_workflow(tmp_path):
     # photos 1 and 7 are one picture annotated twice: one group, never on both sides of the split
     assert meta["manifest"]["1"]["group"] == meta["manifest"]["7"]["group"]
     splits = json.loads((tmp_path / "results/grapes_e2e/splits.json").read_text())
-    sides = [name for name, ids in (("test", splits["test"]), ("train", splits["folds"][0]["train"]),
-                                    ("val", splits["folds"][0]["val"])) if "1" in ids or "7" in ids]
+    sides = [
+        name
+        for name, ids in (
+            ("test", splits["test"]),
+            ("train", splits["folds"][0]["train"]),
+            ("val", splits["folds"][0]["val"]),
+        )
+        if "1" in ids or "7" in ids
+    ]
     assert len(sides) == 1
     summary = pd.read_csv(tmp_path / "results/grapes_e2e/summary.csv")
     assert summary["model"].tolist() == ["smp_unet_r18"] and summary["mIoU"].between(0, 1).all()
@@ -253,9 +369,13 @@ def test_init_checkpoint_is_an_input_of_the_training_job(tmp_path, camvid_subset
     missing, the DAG names them."""
     start = tmp_path / "other_run" / "models" / "m" / "fold0"
     backbone = tmp_path / "weights" / "mobilenet_v3_large.safetensors"
-    overrides = [f"dataset.root={camvid_subset}", "models=[tv_lraspp_mbv3]", "name=e2e_init",
-                 f"+model_overrides.tv_lraspp_mbv3.init_checkpoint={start}",
-                 f"+model_overrides.tv_lraspp_mbv3.encoder_weights={backbone}"]
+    overrides = [
+        f"dataset.root={camvid_subset}",
+        "models=[tv_lraspp_mbv3]",
+        "name=e2e_init",
+        f"+model_overrides.tv_lraspp_mbv3.init_checkpoint={start}",
+        f"+model_overrides.tv_lraspp_mbv3.encoder_weights={backbone}",
+    ]
     r = _run(SEGBENCH + ["run", *overrides, "--workdir", str(tmp_path), "--cores", "1", "--dry-run"], REPO)
     assert r.returncode != 0 and "MissingInputException" in r.stdout + r.stderr
     assert str(start / "model.safetensors") in r.stdout + r.stderr and str(backbone) in r.stdout + r.stderr

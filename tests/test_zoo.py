@@ -53,8 +53,12 @@ def test_the_zoo_spans_the_three_libraries_as_promised():
 
 
 def test_segbench_models_prints_library_name_and_parameter_count():
-    out = subprocess.run([sys.executable, "-m", "segbench.cli", "models", "--library", "torchvision", "--strict"],
-                         capture_output=True, text=True, check=True).stdout.splitlines()
+    out = subprocess.run(
+        [sys.executable, "-m", "segbench.cli", "models", "--library", "torchvision", "--strict"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     names = sorted(n for n, c in ZOO.items() if c["library"] == "torchvision")
     assert [line.split()[1] for line in out] == names
     for line in out:
@@ -80,13 +84,19 @@ def test_mmseg_config_that_needs_a_compiled_op_fails_with_a_clear_message(config
         m(torch.randn(2, 3, 64, 64)).mean().backward()
 
 
-@pytest.mark.parametrize("config,message", [
-    ("maskformer/maskformer_r101-d32_8xb2-160k_ade20k-512x512.py", "need mmdet"),
-    ("mask2former/mask2former_r101_8xb2-160k_ade20k-512x512.py", "mmdet is not installed"),
-    ("poolformer/fpn_poolformer_m36_8xb4-40k_ade20k-512x512.py", "mmpretrain is not installed"),
-    ("point_rend/pointrend_r101_4xb2-80k_cityscapes-512x1024.py", "PointRend"),
-    ("san/san-vit-b16_coco-stuff164k-640x640.py", "MultimodalEncoderDecoder; segbench supports EncoderDecoder"),
-])
+@pytest.mark.parametrize(
+    "config,message",
+    [
+        ("maskformer/maskformer_r101-d32_8xb2-160k_ade20k-512x512.py", "need mmdet"),
+        ("mask2former/mask2former_r101_8xb2-160k_ade20k-512x512.py", "mmdet is not installed"),
+        ("poolformer/fpn_poolformer_m36_8xb4-40k_ade20k-512x512.py", "mmpretrain is not installed"),
+        ("point_rend/pointrend_r101_4xb2-80k_cityscapes-512x1024.py", "PointRend"),
+        (
+            "san/san-vit-b16_coco-stuff164k-640x640.py",
+            "MultimodalEncoderDecoder; segbench supports EncoderDecoder",
+        ),
+    ],
+)
 def test_mmseg_configs_that_cannot_work_here_say_why(config, message):
     import importlib.util
 
