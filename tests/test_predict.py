@@ -107,5 +107,5 @@ def test_predict_errors_exit_2(tmp_path, model_dir, capsys):
     empty.mkdir()
     assert main(["predict", "--model", str(empty), str(img), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert "no_model/model.json not found" in err and "run the workflow's train step first" in err
+    assert "no_model/model.json not found" in err and "train the model first" in err
     assert not (tmp_path / "out").exists()  # nothing written

@@ -100,11 +100,12 @@ class StageOutputMissing(FileNotFoundError):
     def __init__(self, path: str | Path, step: str | None = None):
         path = Path(path)
         step = step or WRITTEN_BY.get(path.name)
-        how = (
-            f"run the workflow's {step} step first (segbench run, or segbench {step})"
-            if step
-            else "rerun the workflow"
-        )
+        if step == "train":
+            how = "train the model first (the workflow's train step: segbench run, or segbench train)"
+        elif step:
+            how = f"run the workflow's {step} step first (segbench run, or segbench {step})"
+        else:
+            how = "rerun the workflow"
         super().__init__(f"{path} not found; {how}")
         self.path = path
         self.step = step
