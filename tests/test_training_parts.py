@@ -145,3 +145,25 @@ def test_a_checkpoint_of_this_job_resumes_after_its_epochs(tmp_path):
     torch.save({"epoch": 2, "callbacks": {"ResumeCheckpoint{segbench_resume}": {"fingerprint": "job"}}}, ckpt)
     assert resumable_epochs(ckpt, "job") == 3
     assert resumable_epochs(ckpt, "another job") is None
+
+
+def test_a_training_job_logs_its_curves_and_the_lr_and_trains_the_same_weights_either_way(
+    tmp_path, processed
+):
+    """The tracking logger records what history.csv records (plus the LR per parameter group), and
+    changing it changes nothing that is trained: the weights are byte-identical with and without it."""
+    from segbench.data.splits import make_splits
+    from segbench.training import train_model
+
+    jobs = job_configs(compose(["train.image_size=[64,64]", "train.epochs=2", "train.batch_size=4"]))
+    make_splits(processed, jobs["split"], tmp_path / "splits.json")
+    results = tmp_path / "results" / "exp"
+    for logger in ("csv", "none"):
+        train_model(processed, tmp_path / "splits.json", 0, jobs["models"]["tv_lraspp_mbv3"], jobs["train"],
+                    jobs["augment"], results / logger / "models" / "m" / "fold0", threads=2,
+                    logger_cfg={"name": logger})  # fmt: skip
+    logged = (results / "csv" / "logs" / "lightning" / "m" / "fold0" / "metrics.csv").read_text().splitlines()
+    assert {"train_loss_epoch", "val_loss", "val_mIoU", "lr-AdamW/pg1"} <= set(logged[0].split(","))
+    assert not (results / "none" / "logs").exists()
+    a, b = (results / k / "models" / "m" / "fold0" / "model.safetensors" for k in ("csv", "none"))
+    assert a.read_bytes() == b.read_bytes()

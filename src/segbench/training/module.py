@@ -140,6 +140,10 @@ class SegmentationModule(L.LightningModule):
         if self.recipe.freeze_epochs:
             self._apply_freeze()
 
+    def on_train_epoch_end(self):
+        # the epoch's mean loss for the tracking logger (per-step values are logged every 50 steps)
+        self.log("train_loss_epoch", self.epoch_train_loss())
+
     def epoch_train_loss(self) -> float:
         """Mean training loss of this epoch over all processes (a collective call under DDP)."""
         return _computed(self.train_loss)
@@ -159,6 +163,7 @@ class SegmentationModule(L.LightningModule):
         self.val_loss_mean = _computed(self.val_loss)
         # the same value in every process (the confusion is summed over all of them): early stopping agrees
         self.log("val_mIoU", float(np.nan_to_num(mean_iou(self.val_confusion_matrix))), prog_bar=True)
+        self.log("val_loss", self.val_loss_mean)  # for the tracking logger (history.csv has it anyway)
 
     # fastai's fine_tune: the encoder frozen for `freeze_epochs` (no gradient, and its BatchNorm layers in
     # eval mode so their running statistics stay the pretrained ones), then trained at lr x encoder_lr_mult

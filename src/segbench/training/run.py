@@ -211,6 +211,8 @@ def _trainer(run: TrainingRun, extra_callbacks: list[Any], logger):
         *extra_callbacks,
         *_early_stopping(recipe, data),
     ]
+    if logger:  # the learning rate of each parameter group, per epoch, into the tracking logger
+        callbacks.append(lightning().pytorch.callbacks.LearningRateMonitor(logging_interval="epoch"))
     return lightning().Trainer(
         max_epochs=-1 if recipe.max_steps else recipe.epochs,
         max_steps=recipe.max_steps or -1,
