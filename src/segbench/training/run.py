@@ -224,6 +224,8 @@ def _trainer(run: TrainingRun, extra_callbacks: list[Any], logger):
         limit_val_batches=1.0 if data.has_val else 0,
         deterministic="warn",
         enable_model_summary=False,
+        # the training loss into the tracking logger every 50 steps, at least once an epoch
+        log_every_n_steps=max(1, min(50, data.steps_per_epoch())),
         **run.placement.trainer_kwargs(),
     )
 
