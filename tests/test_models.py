@@ -1,9 +1,11 @@
 """Backends: one interface, clear errors, the two import workarounds."""
 
+import os
 import sys
 
 import pytest
 import torch
+from PIL import Image
 
 from segbench import _compat
 from segbench.models import BACKENDS, count_parameters, create_model
@@ -90,3 +92,56 @@ def test_torchvision_imports_and_only_its_c_ops_are_missing():
     if _compat.torchvision_ops_stubbed():
         with pytest.raises((RuntimeError, NotImplementedError)):
             tv.ops.nms(torch.rand(3, 4), torch.rand(3), 0.5)
+
+
+def _config_that_runs_code(folder, marker):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\nmodel = dict(type='X')\n")
+    return folder / "evil.py"
+
+
+def test_an_mmseg_config_outside_the_package_is_never_run_unless_its_folder_is_trusted(tmp_path, monkeypatch):
+    """An mmseg config is Python that mmengine executes when it reads it; a model folder names one.
+    A config outside mmseg's shipped tree (an absolute path, a ``..`` escape) is refused before it runs;
+    a folder the user lists in SEGBENCH_TRUSTED_MMSEG_CONFIGS is read (and then judged like any config)."""
+    from segbench.models.mmseg_backend import TRUST_ENV, config_root
+
+    marker = tmp_path / "code_ran"
+    evil = _config_that_runs_code(tmp_path / "cfgs", marker)
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+    with pytest.raises(PermissionError, match=f"outside mmseg's shipped configs.*export {TRUST_ENV}="):
+        create_model("mmseg", num_classes=2, config=str(evil))
+    escape = os.path.relpath(evil, config_root())  # ../../.. from the config tree to the file
+    with pytest.raises(PermissionError, match="outside mmseg's shipped configs"):
+        create_model("mmseg", num_classes=2, config=escape)
+    assert not marker.exists()
+    monkeypatch.setenv(TRUST_ENV, str(tmp_path / "cfgs"))
+    with pytest.raises(ValueError, match="EncoderDecoder"):
+        create_model("mmseg", num_classes=2, config=str(evil))
+    assert marker.exists()  # trusted: it was read (and ran), then refused as not a segmentation model
+
+
+def test_predict_with_a_model_folder_that_names_a_config_to_run_exits_2_and_runs_nothing(
+    tmp_path, monkeypatch, capsys
+):
+    from safetensors.torch import save_file
+
+    from segbench.cli import main
+    from segbench.io import atomic_write_json
+    from segbench.models.mmseg_backend import TRUST_ENV
+
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+    marker = tmp_path / "code_ran"
+    model_dir = tmp_path / "best"
+    evil = _config_that_runs_code(model_dir, marker)
+    info = {"model": {"library": "mmseg", "config": str(evil)}, "num_classes": 2, "classes": [],
+            "ignore_index": 255, "image_size": [32, 32], "normalize": None}  # fmt: skip
+    atomic_write_json(model_dir / "model.json", info)
+    save_file({"w": torch.zeros(1)}, str(model_dir / "model.safetensors"))
+    Image.new("RGB", (32, 32)).save(tmp_path / "img.png")
+    assert (
+        main(["predict", "--model", str(model_dir), str(tmp_path / "img.png"), "-o", str(tmp_path / "out")])
+        == 2
+    )
+    assert "outside mmseg's shipped configs" in capsys.readouterr().err
+    assert not marker.exists()

@@ -163,7 +163,8 @@ def test_a_training_job_logs_its_curves_and_the_lr_and_trains_the_same_weights_e
                     jobs["augment"], results / logger / "models" / "m" / "fold0", threads=2,
                     logger_cfg={"name": logger})  # fmt: skip
     logged = (results / "csv" / "logs" / "lightning" / "m" / "fold0" / "metrics.csv").read_text().splitlines()
-    assert {"train_loss", "train_loss_epoch", "val_loss", "val_mIoU", "lr-AdamW/pg1"} <= set(logged[0].split(","))
+    columns = set(logged[0].split(","))
+    assert {"train_loss", "train_loss_epoch", "val_loss", "val_mIoU", "lr-AdamW/pg1"} <= columns
     assert not (results / "none" / "logs").exists()
     a, b = (results / k / "models" / "m" / "fold0" / "model.safetensors" for k in ("csv", "none"))
     assert a.read_bytes() == b.read_bytes()

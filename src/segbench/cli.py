@@ -554,7 +554,14 @@ def main(argv: list[str] | None = None) -> int:
         args.src = str(shared_dir() / "data" / "camvid")
     try:
         return int(args.fn(args) or 0)
-    except (ConfigError, DatasetError, FileNotFoundError, RecordError, ReportCheckError) as err:
+    except (
+        ConfigError,
+        DatasetError,
+        FileNotFoundError,
+        PermissionError,
+        RecordError,
+        ReportCheckError,
+    ) as err:
         print(f"segbench {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -1,7 +1,11 @@
 """MMSegmentation 1.x backend: models built from mmseg's own config files, trained in segbench's protocol.
 
-The config is read from the files shipped inside the mmseg package (``mmseg/.mim/configs``) or
-from a path. segbench then:
+The config is read from the files shipped inside the mmseg package (``mmseg/.mim/configs``), or
+from a folder the user trusts by name. An mmseg config is Python that mmengine executes, and a
+model folder (``best/model.json``, a DVC-pulled ``models/<m>/fold<k>``) names its config: so a
+config outside the package is read only from a folder listed in ``$SEGBENCH_TRUSTED_MMSEG_CONFIGS``
+(folders separated by ``os.pathsep``); any other path, ``..`` escapes and links out included, is
+refused before anything runs. segbench then:
 
 * sets ``num_classes`` of the decode head, drops the auxiliary head (segbench's one protocol
   trains every model with the same loss on the final logits) and the data preprocessor (segbench
@@ -49,6 +53,31 @@ def config_root() -> Path:
     return Path(_mmseg().__file__).parent / ".mim" / "configs"
 
 
+#: folders (``os.pathsep``-separated) whose mmseg config files the user trusts to run
+TRUST_ENV = "SEGBENCH_TRUSTED_MMSEG_CONFIGS"
+
+
+def trusted_config(config: str | os.PathLike) -> Path:
+    """The config file ``config`` names, if it may be executed: inside mmseg's shipped configs, or
+    inside a folder listed in ``$SEGBENCH_TRUSTED_MMSEG_CONFIGS``. Links are resolved first.
+
+    Raises:
+        PermissionError: the file is elsewhere (names it and the variable that trusts its folder).
+    """
+    path = Path(config)
+    path = (path if path.is_absolute() else config_root() / path).resolve()
+    roots = [config_root().resolve()] + [
+        Path(d).expanduser().resolve() for d in os.environ.get(TRUST_ENV, "").split(os.pathsep) if d
+    ]
+    if any(path.is_relative_to(r) for r in roots):
+        return path
+    raise PermissionError(
+        f"mmseg config '{config}' resolves to {path}, outside mmseg's shipped configs ({roots[0]}); an mmseg "
+        f"config is Python that runs when it is read, so segbench reads one from elsewhere only if you trust "
+        f"its folder: export {TRUST_ENV}={path.parent}"
+    )
+
+
 def _strip_urls(node: Any) -> Any:
     if isinstance(node, dict):
         out = {}
@@ -85,12 +114,15 @@ def build(
     Args:
         config: path relative to mmseg's shipped configs
             (``segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py``)
-            or an absolute path to a config file.
+            or an absolute path to a config file in a folder listed in
+            ``$SEGBENCH_TRUSTED_MMSEG_CONFIGS`` (an mmseg config is code that runs when read).
         encoder_weights: None, or a local backbone checkpoint (``.pth``/``.safetensors``).
         **kwargs: ignored keys are rejected (ValueError) so typos do not pass silently.
 
     Raises:
         ValueError: the config file does not exist (names close matches) or is not an EncoderDecoder.
+        PermissionError: the config is outside mmseg's configs and every trusted folder
+            (:func:`trusted_config`); nothing of it was run.
     """
     if kwargs:
         raise ValueError(f"unknown mmseg model option(s) {sorted(kwargs)}; allowed: config, encoder_weights")
@@ -99,9 +131,7 @@ def build(
     from mmengine.model.utils import revert_sync_batchnorm
     from mmseg.registry import MODELS
 
-    path = Path(config)
-    if not path.is_absolute():
-        path = config_root() / config
+    path = trusted_config(config)
     if not path.is_file():
         family = Path(config).parts[0] if Path(config).parts else ""
         near = (
