@@ -213,12 +213,15 @@ def _cmd_train(args):
     from .training import train_model
 
     logger = load_json(args.logger) if args.logger else None
+    recipe = load_json(args.train)
+    if args.seed is not None:  # the job's training seed (models/<m>/fold<k>/seed<s>/)
+        recipe["seed"] = args.seed
     info = train_model(
         args.dataset,
         args.splits,
         args.fold,
         load_json(args.model),
-        load_json(args.train),
+        recipe,
         load_json(args.augment),
         args.out,
         threads=args.threads,
@@ -243,7 +246,7 @@ def _cmd_evaluate(args):
 
 
 def _cmd_aggregate(args):
-    from .aggregate import aggregate
+    from .aggregate import aggregate, format_summary
     from .config import load_json
 
     models = {Path(p).stem: load_json(p) for p in args.model_configs}
@@ -251,22 +254,12 @@ def _cmd_aggregate(args):
         models[name] = {"library": "ensemble", "arch": "softmax average"}
     sel_cfg = load_json(args.select) if args.select else None
     t0 = time.perf_counter()
-    s = aggregate(args.experiment, models, args.folds, args.dataset_dir, sel_cfg)
+    s = aggregate(args.experiment, models, args.folds, args.dataset_dir, sel_cfg, seeds=args.seeds)
     dt = time.perf_counter() - t0
     from .provenance import write_record
 
     write_record(args.experiment, args.dataset_dir)
-    for r in s["models"]:
-        flag = "" if r["selectable"] else f"  (not selectable: {r['violations']})"
-        print(
-            f"{r['rank']}. {r['model']:<24} {r['library']:<12} val {s['best']['criterion']:<5} "
-            f"{r['val_score']:.4f}  "
-            f"test mIoU {r['mIoU']:.4f} [{r['mIoU_ci_low']:.4f}, {r['mIoU_ci_high']:.4f}]{flag}"
-        )
-    print(f"   majority-class baseline                          test mIoU {s['baseline']['mIoU']:.4f}")
-    print(f"selected: {s['best']['model']} ({s['best']['rule']})")
-    for c in s["best"]["comparisons"]:
-        print(f"  {c['verdict']}")
+    print(format_summary(s))
     print(f"aggregation and statistics took {dt:.2f} s")
     return 0
 
@@ -289,6 +282,9 @@ def _cmd_ensemble(args):
         args.dataset,
         args.splits,
         args.out,
+        seed=args.seed,
+        seeds=args.seeds,
+        validation_json=args.validation,
     )
     print(f"{m['model']} = {' + '.join(m['members'])}: validation mIoU {m['val']['mIoU']:.4f}")
     return 0
@@ -470,10 +466,11 @@ def _add_dataset_commands(sub) -> None:
 
 def _add_step_commands(sub) -> None:
     """The workflow's model steps, one subcommand each (what the rules in ``workflow/rules/`` call)."""
-    s = sub.add_parser("train", help="train one model on one fold")
+    s = sub.add_parser("train", help="train one model on one fold with one training seed")
     for a in ("dataset", "splits", "model", "train", "augment", "out"):
         s.add_argument(f"--{a}", required=True)
     s.add_argument("--fold", type=int, required=True)
+    s.add_argument("--seed", type=int, default=None, help="training seed (default: the recipe's seed)")
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--logger", default=None, help="logger config (JSON): csv | tensorboard | mlflow | none")
     s.set_defaults(fn=_cmd_train)
@@ -490,6 +487,7 @@ def _add_step_commands(sub) -> None:
     s.add_argument("--experiment", required=True)
     s.add_argument("--dataset-dir", required=True)
     s.add_argument("--folds", type=int, required=True)
+    s.add_argument("--seeds", type=int, nargs="+", required=True, help="training seeds (train.seeds)")
     s.add_argument("--model-configs", nargs="+", required=True)
     s.add_argument("--select", default=None, help="select config (JSON)")
     s.add_argument(
@@ -498,13 +496,18 @@ def _add_step_commands(sub) -> None:
     s.set_defaults(fn=_cmd_aggregate)
 
     s = sub.add_parser(
-        "ensemble", help="softmax-average the top-k models (on validation) of one fold and evaluate it"
+        "ensemble", help="softmax-average the top-k models (on validation) of one fold x seed and evaluate it"
     )
     for a in ("experiment", "dataset", "splits", "select", "config", "out"):
         s.add_argument(f"--{a}", required=True)
     s.add_argument("--fold", type=int, required=True)
+    s.add_argument("--seed", type=int, required=True, help="the training seed whose members are combined")
     s.add_argument("--folds", type=int, required=True)
+    s.add_argument("--seeds", type=int, nargs="+", required=True, help="every training seed (ranking)")
     s.add_argument("--models", nargs="+", required=True)
+    s.add_argument(
+        "--validation", default=None, help="validation.json (the baseline: models that learned nothing)"
+    )
     s.add_argument("--threads", type=int, default=None)
     s.set_defaults(fn=_cmd_ensemble)
 

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from . import paths
 
-__all__ = ["ConfigError", "compose", "resolve", "validate", "job_configs", "available"]
+__all__ = ["ConfigError", "compose", "resolve", "validate", "job_configs", "training_seeds", "available"]
 
 
 class ConfigError(ValueError):
@@ -136,12 +136,16 @@ def job_configs(cfg: dict[str, Any]) -> dict[str, Any]:
 
     Returns:
         ``{"dataset": ..., "split": ..., "train": ..., "augment": ..., "evaluate": ..., "report": ...,
-        "select": ..., "logger": ..., "models": {name: ...}}``; ``split`` and ``train`` carry the
-        experiment's seed, ``train`` and ``evaluate`` its device and the training image size.
+        "select": ..., "logger": ..., "models": {name: ...}}``; ``split`` carries the experiment's
+        seed, ``train`` and ``evaluate`` its device and the training image size. ``train`` holds no
+        seed: each training job gets its own (:func:`training_seeds`).
         ``logger`` is read by training jobs but is not one of their inputs (tracking is not what a
         model depends on).
     """
-    train = dict(cfg["train"], seed=cfg["seed"], device=cfg["device"])
+    # the training seed is each job's own (a wildcard: models/<m>/fold<k>/seed<s>/); the list of seeds is
+    # not in train.json, so adding a seed adds jobs and leaves the trained ones up to date
+    train = {k: v for k, v in cfg["train"].items() if k not in ("seeds", "repeats")}
+    train["device"] = cfg["device"]
     return {
         "dataset": cfg["dataset"],
         "split": dict(cfg["split"], seed=cfg["seed"]),
@@ -158,6 +162,28 @@ def job_configs(cfg: dict[str, Any]) -> dict[str, Any]:
         "logger": dict(cfg.get("logger") or {"name": "none"}, experiment=cfg["name"]),
         "models": {name: dict(m, name=name) for name, m in cfg["model"].items()},
     }
+
+
+def training_seeds(cfg: dict[str, Any]) -> list[int]:
+    """The training seeds of an experiment: one training job per model x fold x seed.
+
+    ``train.seeds`` (a list) wins; else ``train.repeats: N`` gives ``[seed, seed + 1, ..., seed + N - 1]``;
+    else ``[seed]`` (one seed: the experiment seed, as before seeds were separate). The split always
+    uses ``seed``, so every training seed sees the same ``splits.json``.
+
+    Raises:
+        ConfigError: both ``train.seeds`` and ``train.repeats`` set, disagreeing on the count.
+    """
+    train = cfg["train"]
+    seeds, repeats = train.get("seeds"), train.get("repeats")
+    if seeds:
+        if repeats is not None and int(repeats) != len(seeds):
+            raise ConfigError(
+                f"train.seeds has {len(seeds)} seeds but train.repeats is {repeats}: set one of them "
+                "(train.repeats=null or train.seeds=null)"
+            )
+        return [int(s) for s in seeds]
+    return [int(cfg["seed"]) + i for i in range(int(repeats or 1))]
 
 
 def dump_json(obj: Any) -> str:

@@ -236,6 +236,7 @@ def evaluate_loaded(
             "model": info["model"].get("name"),
             "library": info["model"].get("library"),
             "fold": info.get("fold"),
+            "seed": info.get("seed"),
             "mean_metrics": list(MEAN_METRICS),
             "val": val["result"],
         }

@@ -2,29 +2,32 @@
 
 The workflow's rules (``workflow/rules/*.smk``) and every step build their paths here, after
 nnU-Net's ``get_output_folder``: a step never joins ``"models"``, ``"eval"`` or ``f"fold{k}"`` itself.
-Paths may hold Snakemake wildcards (``"{model}"``, ``"{fold}"``), so the rules and the steps share one
-definition::
+Paths may hold Snakemake wildcards (``"{model}"``, ``"{fold}"``, ``"{seed}"``), so the rules and the
+steps share one definition::
 
     results/<experiment>/
       config.yaml                 the composed config, as run
       configs/<step>.json         each step's slice of it; configs/models/<model>.json
       splits.json
-      models/<model>/fold<k>/     TRAIN_FILES, lightning/last.ckpt (resume), lr_find.json
-      eval/<model>/fold<k>/       EVAL_FILES, predictions/<id>.png
+      models/<model>/fold<k>/seed<s>/   TRAIN_FILES, lightning/last.ckpt (resume), lr_find.json
+      eval/<model>/fold<k>/seed<s>/     EVAL_FILES, predictions/<id>.png
       summary.csv, summary.json, selection.json, learning_curves.csv, provenance.json
       best/                       the selected model, ready to use
       report/index.html
-      logs/                       one log per job; logs/lightning/<model>/fold<k>/ (training loggers)
+      logs/                       one log per job; logs/lightning/<model>/fold<k>/seed<s>/ (loggers)
+
+One training run is a model x fold x training seed (``train.seeds``; the split's ``seed`` is apart):
+every run has its own folder, so adding a seed adds folders and leaves the others as they are.
 
     data/processed/<dataset>/     dataset.json, validation.json, images/, masks/
     data/processed/<dataset>.config.json   the dataset config the conversion ran with
 
 Example:
     >>> exp = ExperimentLayout("results/camvid_quick")
-    >>> exp.model_file("smp_unet_r18", 0, "model.safetensors").as_posix()
-    'results/camvid_quick/models/smp_unet_r18/fold0/model.safetensors'
-    >>> exp.eval_file("{model}", "{fold}", "metrics.json").as_posix()
-    'results/camvid_quick/eval/{model}/fold{fold}/metrics.json'
+    >>> exp.model_file("smp_unet_r18", 0, 42, "model.safetensors").as_posix()
+    'results/camvid_quick/models/smp_unet_r18/fold0/seed42/model.safetensors'
+    >>> exp.eval_file("{model}", "{fold}", "{seed}", "metrics.json").as_posix()
+    'results/camvid_quick/eval/{model}/fold{fold}/seed{seed}/metrics.json'
 """
 
 from __future__ import annotations
@@ -44,9 +47,9 @@ __all__ = [
     "resume_checkpoint_in",
 ]
 
-#: what a training job writes into ``models/<model>/fold<k>/`` (its declared outputs)
+#: what a training job writes into ``models/<model>/fold<k>/seed<s>/`` (its declared outputs)
 TRAIN_FILES = ("model.safetensors", "last.safetensors", "model.json", "history.csv", "train_meta.json")
-#: what an evaluation job writes into ``eval/<model>/fold<k>/`` (besides ``predictions/``)
+#: what an evaluation job writes into ``eval/<model>/fold<k>/seed<s>/`` (besides ``predictions/``)
 EVAL_FILES = (
     "metrics.json",
     "per_image.csv",
@@ -116,38 +119,38 @@ class ExperimentLayout:
         """``configs/models/<model>.json``."""
         return self.root / "configs" / "models" / f"{model}.json"
 
-    # ---- per model x fold
-    def model_dir(self, model: str, fold: int | str) -> Path:
-        """``models/<model>/fold<k>``: the training job's folder (an ensemble's ``model.json`` too)."""
-        return self.root / "models" / str(model) / f"fold{fold}"
+    # ---- per model x fold x training seed (a "run")
+    def model_dir(self, model: str, fold: int | str, seed: int | str) -> Path:
+        """``models/<model>/fold<k>/seed<s>``: one training job's folder (an ensemble's too)."""
+        return self.root / "models" / str(model) / f"fold{fold}" / f"seed{seed}"
 
-    def model_file(self, model: str, fold: int | str, name: str) -> Path:
-        return self.model_dir(model, fold) / name
+    def model_file(self, model: str, fold: int | str, seed: int | str, name: str) -> Path:
+        return self.model_dir(model, fold, seed) / name
 
-    def resume_checkpoint(self, model: str, fold: int | str) -> Path:
+    def resume_checkpoint(self, model: str, fold: int | str, seed: int | str) -> Path:
         """Lightning's checkpoint of the last finished epoch, for resuming a killed job."""
-        return resume_checkpoint_in(self.model_dir(model, fold))
+        return resume_checkpoint_in(self.model_dir(model, fold, seed))
 
-    def model_files(self, name: str, models: list[str], folds: list[int]) -> list[str]:
-        """``models/<model>/fold<k>/<name>`` of every model x fold, as strings (a rule's input list)."""
-        return [self.model_file(m, k, name).as_posix() for m in models for k in folds]
+    def model_files(self, name: str, models: list[str], folds: list[int], seeds: list[int]) -> list[str]:
+        """``models/<model>/fold<k>/seed<s>/<name>`` of every model x fold x seed (a rule's input list)."""
+        return [self.model_file(m, k, s, name).as_posix() for m in models for k in folds for s in seeds]
 
-    def eval_dir(self, model: str, fold: int | str) -> Path:
-        """``eval/<model>/fold<k>``: the evaluation job's folder."""
-        return self.root / "eval" / str(model) / f"fold{fold}"
+    def eval_dir(self, model: str, fold: int | str, seed: int | str) -> Path:
+        """``eval/<model>/fold<k>/seed<s>``: one evaluation job's folder."""
+        return self.root / "eval" / str(model) / f"fold{fold}" / f"seed{seed}"
 
-    def eval_file(self, model: str, fold: int | str, name: str) -> Path:
-        return self.eval_dir(model, fold) / name
+    def eval_file(self, model: str, fold: int | str, seed: int | str, name: str) -> Path:
+        return self.eval_dir(model, fold, seed) / name
 
-    def eval_files(self, name: str, models: list[str], folds: list[int]) -> list[str]:
-        """``eval/<model>/fold<k>/<name>`` of every model x fold, as strings (a rule's input list)."""
-        return [self.eval_file(m, k, name).as_posix() for m in models for k in folds]
+    def eval_files(self, name: str, models: list[str], folds: list[int], seeds: list[int]) -> list[str]:
+        """``eval/<model>/fold<k>/seed<s>/<name>`` of every model x fold x seed (a rule's input list)."""
+        return [self.eval_file(m, k, s, name).as_posix() for m in models for k in folds for s in seeds]
 
-    def predictions_dir(self, model: str, fold: int | str) -> Path:
-        return self.eval_dir(model, fold) / "predictions"
+    def predictions_dir(self, model: str, fold: int | str, seed: int | str) -> Path:
+        return self.eval_dir(model, fold, seed) / "predictions"
 
-    def prediction(self, model: str, fold: int | str, image_id: str) -> Path:
-        return self.predictions_dir(model, fold) / f"{image_id}.png"
+    def prediction(self, model: str, fold: int | str, seed: int | str, image_id: str) -> Path:
+        return self.predictions_dir(model, fold, seed) / f"{image_id}.png"
 
     # ---- experiment-level outputs
     @property
@@ -190,13 +193,13 @@ class ExperimentLayout:
         """``logs/<parts...>``, e.g. ``log("train", "m_fold0.log")``."""
         return self.root.joinpath("logs", *parts)
 
-    def job_log(self, step: str, model: str, fold: int | str) -> Path:
-        """``logs/<step>/<model>_fold<k>.log``: the log of one model x fold job."""
-        return self.log(step, f"{model}_fold{fold}.log")
+    def job_log(self, step: str, model: str, fold: int | str, seed: int | str) -> Path:
+        """``logs/<step>/<model>_fold<k>_seed<s>.log``: the log of one model x fold x seed job."""
+        return self.log(step, f"{model}_fold{fold}_seed{seed}.log")
 
-    def tracking_dir(self, model: str, fold: int | str) -> Path:
-        """``logs/lightning/<model>/fold<k>``: where the CSV and TensorBoard training loggers write."""
-        return self.root / "logs" / "lightning" / str(model) / f"fold{fold}"
+    def tracking_dir(self, model: str, fold: int | str, seed: int | str) -> Path:
+        """``logs/lightning/<model>/fold<k>/seed<s>``: where the CSV and TensorBoard loggers write."""
+        return self.root / "logs" / "lightning" / str(model) / f"fold{fold}" / f"seed{seed}"
 
     @property
     def mlflow_store(self) -> Path:
@@ -204,16 +207,23 @@ class ExperimentLayout:
         return self.root / "mlruns"
 
     @classmethod
-    def of_model_dir(cls, model_dir: str | os.PathLike) -> tuple[ExperimentLayout, str, int]:
-        """``(layout, model, fold)`` from a ``models/<model>/fold<k>`` folder.
+    def of_model_dir(cls, model_dir: str | os.PathLike) -> tuple[ExperimentLayout, str, int, int]:
+        """``(layout, model, fold, seed)`` from a ``models/<model>/fold<k>/seed<s>`` folder.
 
         Raises:
             ValueError: the folder does not follow the layout.
         """
         p = Path(model_dir)
-        if not p.name.startswith("fold") or not p.name[4:].isdigit() or p.parent.parent.name != "models":
-            raise ValueError(f"{p} is not a results/<experiment>/models/<model>/fold<k> folder")
-        return cls(p.parent.parent.parent), p.parent.name, int(p.name[4:])
+        fold, seed = p.parent.name, p.name
+        if not (
+            fold.startswith("fold")
+            and fold[4:].isdigit()
+            and seed.startswith("seed")
+            and seed[4:].isdigit()
+            and p.parents[2].name == "models"
+        ):
+            raise ValueError(f"{p} is not a results/<experiment>/models/<model>/fold<k>/seed<s> folder")
+        return cls(p.parents[3]), p.parents[1].name, int(fold[4:]), int(seed[4:])
 
 
 @dataclass(frozen=True)

@@ -263,6 +263,7 @@ class ModelInfo(TypedDict, total=False):
     normalize: dict[str, Any] | None
     dataset: str
     fold: int
+    seed: int
     ensemble: list[dict[str, str]]
 
 
@@ -302,7 +303,8 @@ def write_history(model_dir: str | Path, rows: list[dict[str, Any]]) -> None:
 
 
 def read_ensemble_spec(model_dir: str | Path) -> dict[str, Any]:
-    """``<model_dir>/ensemble.json``: ``{model, members, parameters, member_val_scores, criterion, fold}``."""
+    """``<model_dir>/ensemble.json``: ``{model, members, parameters, member_val_scores, criterion, fold,
+    seed, left_out: {model: why it learned nothing}}``."""
     return read_json(Path(model_dir) / "ensemble.json", required=("members", "parameters"))
 
 
@@ -392,7 +394,8 @@ def write_summary(path: str | Path, summary: dict[str, Any]) -> None:
 
 
 def read_selection(path: str | Path) -> dict[str, Any]:
-    """``selection.json``: the selected model, how it was chosen, the paired verdicts."""
+    """``selection.json``: the selected model (``fold``, ``seed``: the run in ``best/``), how it was
+    chosen, the paired verdicts and the uncertainty they count."""
     return read_json(path, required=("model", "rule"))
 
 

@@ -46,13 +46,16 @@ DATA = DatasetLayout.named(CFG["dataset"]["name"])
 DATASET_JSON = DATA.dataset_json.as_posix()
 VALIDATION_JSON = DATA.validation_json.as_posix()
 SPLITS = LAYOUT.splits.as_posix()
-# a rule's model x fold (wildcards)
-MODEL_DIR = LAYOUT.model_dir("{model}", "{fold}").as_posix()
-EVAL_DIR = LAYOUT.eval_dir("{model}", "{fold}").as_posix()
-ENSEMBLE_EVAL_DIR = LAYOUT.eval_dir(ensemble_name("{k}"), "{fold}").as_posix()
+# a rule's model x fold x training seed (wildcards)
+MODEL_DIR = LAYOUT.model_dir("{model}", "{fold}", "{seed}").as_posix()
+EVAL_DIR = LAYOUT.eval_dir("{model}", "{fold}", "{seed}").as_posix()
+ENSEMBLE_EVAL_DIR = LAYOUT.eval_dir(ensemble_name("{k}"), "{fold}", "{seed}").as_posix()
 MODELS = list(CFG["models"])
 N_FOLDS = int(CFG["split"].get("n_folds", 1)) if CFG["split"]["strategy"] == "kfold" else 1
 FOLDS = list(range(N_FOLDS))
+# training seeds (train.seeds / train.repeats; the split keeps `seed`): one training job per model x
+# fold x seed, so adding a seed adds only that seed's jobs
+SEEDS = sb_config.training_seeds(CFG)
 REPORT = LAYOUT.report_html.as_posix()
 # training/evaluation jobs ask for one GPU (a SLURM --gpus, a local --resources gpu=N slot) unless the
 # experiment runs on the CPU (device=cpu)
@@ -90,3 +93,4 @@ SEGBENCH_ENV = "../envs/segbench.yaml"
 wildcard_constraints:
     model=r"[A-Za-z0-9_.-]+",
     fold=r"\d+",
+    seed=r"\d+",

@@ -1,5 +1,5 @@
 rule evaluate:
-    """Validation and test metrics of one model x fold from segbench's one confusion-matrix implementation."""
+    """Validation and test metrics of one model x fold x seed from segbench's one confusion-matrix implementation."""
     wildcard_constraints:
         model=r"(?!ensemble_top\d+$)[A-Za-z0-9_.-]+",
     input:
@@ -14,11 +14,12 @@ rule evaluate:
     params:
         model="{model}",
         fold="{fold}",
+        seed="{seed}",
         code=CODE["evaluate"],
         ckpt=lambda wildcards, input: os.path.dirname(input.weights),
         out=lambda wildcards, output: os.path.dirname(output.metrics_json),
     log:
-        LAYOUT.job_log("evaluate", "{model}", "{fold}").as_posix(),
+        LAYOUT.job_log("evaluate", "{model}", "{fold}", "{seed}").as_posix(),
     conda:
         SEGBENCH_ENV
     threads: workflow.cores
@@ -32,28 +33,32 @@ rule evaluate:
 
 
 rule ensemble:
-    """Softmax-averaging ensemble of the top-k models (ranked on validation only), evaluated like a model."""
+    """Softmax-averaging ensemble of the top-k models (ranked on validation only, over every fold and
+    seed; models that learned nothing left out), one per fold x seed, evaluated like a model."""
     wildcard_constraints:
         k=r"\d+",
     input:
-        val=LAYOUT.eval_files("val_confusion.npy", MODELS, FOLDS),
-        weights=LAYOUT.model_files("model.safetensors", MODELS, FOLDS),
+        val=LAYOUT.eval_files("val_confusion.npy", MODELS, FOLDS, SEEDS),
+        # this fold x seed's members (chosen over every fold and seed)
+        weights=lambda w: LAYOUT.model_files("model.safetensors", MODELS, [w.fold], [w.seed]),
         dataset=DATASET_JSON,
+        validation=VALIDATION_JSON,
         splits=SPLITS,
         select=LAYOUT.step_config("select").as_posix(),
         cfg=LAYOUT.step_config("evaluate").as_posix(),
     output:
         **named_files(ENSEMBLE_EVAL_DIR, EVAL_FILES),
         predictions=directory(f"{ENSEMBLE_EVAL_DIR}/predictions"),
-        spec=LAYOUT.model_file(ensemble_name("{k}"), "{fold}", "ensemble.json").as_posix(),
+        spec=LAYOUT.model_file(ensemble_name("{k}"), "{fold}", "{seed}", "ensemble.json").as_posix(),
     params:
         exp=lambda wildcards, input: os.path.dirname(input.splits),
         folds=N_FOLDS,
+        seeds=" ".join(map(str, SEEDS)),
         models=" ".join(MODELS),
         out=lambda wildcards, output: os.path.dirname(output.metrics_json),
         code=CODE["ensemble"],
     log:
-        LAYOUT.job_log("evaluate", ensemble_name("{k}"), "{fold}").as_posix(),
+        LAYOUT.job_log("evaluate", ensemble_name("{k}"), "{fold}", "{seed}").as_posix(),
     conda:
         SEGBENCH_ENV
     threads: workflow.cores
@@ -64,4 +69,5 @@ rule ensemble:
     shell:
         "segbench ensemble --experiment {params.exp} --dataset {input.dataset} --splits {input.splits}"
         " --select {input.select} --config {input.cfg} --out {params.out} --fold {wildcards.fold}"
-        " --folds {params.folds} --models {params.models} --threads {threads} > {log} 2>&1"
+        " --seed {wildcards.seed} --folds {params.folds} --seeds {params.seeds} --models {params.models}"
+        " --validation {input.validation} --threads {threads} > {log} 2>&1"

@@ -1,12 +1,12 @@
 rule aggregate:
     """summary.csv/json (one row per model), learning_curves.csv, selection.json (on validation only)."""
     input:
-        metrics=LAYOUT.eval_files("metrics.json", CANDIDATES, FOLDS),
-        timing=LAYOUT.eval_files("timing.json", CANDIDATES, FOLDS),
-        per_image=LAYOUT.eval_files("confusion_per_image.npy", CANDIDATES, FOLDS),
-        val=LAYOUT.eval_files("val_confusion.npy", CANDIDATES, FOLDS),
-        meta=LAYOUT.model_files("train_meta.json", MODELS, FOLDS),
-        history=LAYOUT.model_files("history.csv", MODELS, FOLDS),
+        metrics=LAYOUT.eval_files("metrics.json", CANDIDATES, FOLDS, SEEDS),
+        timing=LAYOUT.eval_files("timing.json", CANDIDATES, FOLDS, SEEDS),
+        per_image=LAYOUT.eval_files("confusion_per_image.npy", CANDIDATES, FOLDS, SEEDS),
+        val=LAYOUT.eval_files("val_confusion.npy", CANDIDATES, FOLDS, SEEDS),
+        meta=LAYOUT.model_files("train_meta.json", MODELS, FOLDS, SEEDS),
+        history=LAYOUT.model_files("history.csv", MODELS, FOLDS, SEEDS),
         models=[LAYOUT.model_config(m).as_posix() for m in MODELS],
         validation=VALIDATION_JSON,
         dataset=DATASET_JSON,
@@ -22,6 +22,7 @@ rule aggregate:
         exp=lambda wildcards, output: os.path.dirname(output.summary),
         ds=lambda wildcards, input: os.path.dirname(input.validation),
         folds=N_FOLDS,
+        seeds=" ".join(map(str, SEEDS)),
         ensembles=" ".join(ENSEMBLES),
         code=CODE["aggregate"],
     log:
@@ -30,7 +31,8 @@ rule aggregate:
         SEGBENCH_ENV
     shell:
         "segbench aggregate --experiment {params.exp} --dataset-dir {params.ds} --folds {params.folds}"
-        " --model-configs {input.models} --select {input.select} --ensembles {params.ensembles} 2>&1 | tee {log}"
+        " --seeds {params.seeds} --model-configs {input.models} --select {input.select}"
+        " --ensembles {params.ensembles} 2>&1 | tee {log}"
 
 
 rule best:
@@ -38,8 +40,8 @@ rule best:
     input:
         selection=LAYOUT.selection.as_posix(),
         summary=LAYOUT.summary_json.as_posix(),
-        weights=LAYOUT.model_files("model.safetensors", MODELS, FOLDS),
-        ensembles=LAYOUT.model_files("ensemble.json", ENSEMBLES, FOLDS),
+        weights=LAYOUT.model_files("model.safetensors", MODELS, FOLDS, SEEDS),
+        ensembles=LAYOUT.model_files("ensemble.json", ENSEMBLES, FOLDS, SEEDS),
         dataset=DATASET_JSON,
         select=LAYOUT.step_config("select").as_posix(),
         evaluate=LAYOUT.step_config("evaluate").as_posix(),
@@ -66,12 +68,12 @@ rule report:
         summary=LAYOUT.summary_json.as_posix(),
         selection=LAYOUT.selection.as_posix(),
         curves=LAYOUT.learning_curves.as_posix(),
-        per_image=LAYOUT.eval_files("per_image.csv", CANDIDATES, FOLDS),
-        confusion=LAYOUT.eval_files("confusion.npy", CANDIDATES, FOLDS),
-        metrics=LAYOUT.eval_files("metrics.json", CANDIDATES, FOLDS),
-        # the overlays read fold 0's predicted masks; ancient: a folder's mtime (a fresh checkout, a
-        # `dvc pull`) is not a change, its evaluation job's metrics.json above is
-        predictions=[ancient(LAYOUT.predictions_dir(m, 0).as_posix()) for m in CANDIDATES],
+        per_image=LAYOUT.eval_files("per_image.csv", CANDIDATES, FOLDS, SEEDS),
+        confusion=LAYOUT.eval_files("confusion.npy", CANDIDATES, FOLDS, SEEDS),
+        metrics=LAYOUT.eval_files("metrics.json", CANDIDATES, FOLDS, SEEDS),
+        # the overlays read fold 0's predicted masks (first seed); ancient: a folder's mtime (a fresh
+        # checkout, a `dvc pull`) is not a change, its evaluation job's metrics.json above is
+        predictions=[ancient(LAYOUT.predictions_dir(m, 0, SEEDS[0]).as_posix()) for m in CANDIDATES],
         cfg=LAYOUT.step_config("report").as_posix(),
         select=LAYOUT.step_config("select").as_posix(),
         dataset=DATASET_JSON,

@@ -1,5 +1,6 @@
 rule train:
-    """One model on one fold. Sees only its model config, the recipes, the split and the dataset."""
+    """One model on one fold with one training seed. Sees only its model config, the recipes, the split
+    and the dataset."""
     input:
         dataset=DATASET_JSON,
         splits=SPLITS,
@@ -15,10 +16,11 @@ rule train:
         # the cache key holds params, not wildcards: both are here; no path (it names the experiment)
         model="{model}",
         fold="{fold}",
+        seed="{seed}",
         code=CODE["train"],
     cache: True
     log:
-        LAYOUT.job_log("train", "{model}", "{fold}").as_posix(),
+        LAYOUT.job_log("train", "{model}", "{fold}", "{seed}").as_posix(),
     conda:
         SEGBENCH_ENV
     threads: workflow.cores
@@ -29,7 +31,7 @@ rule train:
     # the logger config (configs/logger.json, beside train.json) is read but is not an input: where a
     # job logs to is not part of what it computes, nor of its cache key
     shell:
-        "segbench train --dataset {input.dataset} --splits {input.splits} --fold {params.fold}"
+        "segbench train --dataset {input.dataset} --splits {input.splits} --fold {params.fold} --seed {params.seed}"
         " --model {input.model} --train {input.train} --augment {input.augment}"
         " --logger $(dirname {input.train})/logger.json"
         " --out $(dirname {output.model_safetensors}) --threads {threads} 2>&1 | tee {log}"

@@ -54,7 +54,7 @@ class TrainRecipe:
         precision: Lightning precision; ``auto`` = ``16-mixed`` on a GPU, ``32-true`` on the CPU.
         devices: processes of one training job (DDP when > 1).
         num_workers: DataLoader worker processes.
-        seed: the experiment seed (weights init, data order, augmentation).
+        seed: the training seed (weights init, data order, augmentation); one job per seed of ``train.seeds``.
         device: segbench's device setting (:func:`segbench.device.resolve_device`).
         lr_find: the range test's options.
     """

@@ -62,9 +62,10 @@ def train_model(
         splits_json: ``splits.json``; fold ``fold`` gives the training and validation ids.
         fold: fold index (0-based).
         model_cfg: the model's config (``library`` + backend keys; an optional ``train:`` block).
-        train_cfg: the training recipe (``config/train/`` + ``seed``, ``device``): :class:`.TrainRecipe`.
+        train_cfg: the training recipe (``config/train/`` + the job's training ``seed``, ``device``):
+            :class:`.TrainRecipe`.
         augment_cfg: the augmentation recipe (see ``config/augment/``).
-        out_dir: ``results/<experiment>/models/<model>/fold<k>``.
+        out_dir: ``results/<experiment>/models/<model>/fold<k>/seed<s>``.
         threads: CPU threads for torch (default: torch's own choice).
         logger_cfg: experiment tracking (:mod:`segbench.training.loggers`); None = no logger.
 
@@ -180,9 +181,11 @@ def _logger(
     """The job's tracking logger (:mod:`segbench.training.loggers`), writing beside the results tree."""
     if not logger_cfg or logger_cfg.get("name", "none") == "none":
         return False
+    run_name = None
     try:
-        layout, name, fold = ExperimentLayout.of_model_dir(out_dir)
-        save_dir, store, experiment = layout.tracking_dir(name, fold), layout.mlflow_store, layout.name
+        layout, name, fold, seed = ExperimentLayout.of_model_dir(out_dir)
+        save_dir, store, experiment = layout.tracking_dir(name, fold, seed), layout.mlflow_store, layout.name
+        run_name = f"{name}/fold{fold}/seed{seed}"
     except ValueError:  # a folder outside a results tree: logs beside the outputs
         name = model_cfg.get("name") or out_dir.name
         save_dir, store, experiment = (
@@ -195,7 +198,7 @@ def _logger(
         save_dir,
         store,
         experiment,
-        f"{name}/fold{fold}",
+        run_name or f"{name}/fold{fold}/seed{recipe.seed}",
         params={"train": recipe.as_dict(), "model": model_cfg},
     )
 
@@ -247,6 +250,7 @@ def _write_outputs(run: TrainingRun, trainer) -> dict[str, Any]:
             "normalize": run.augment_cfg.get("normalize"),
             "dataset": run.meta["name"],
             "fold": run.fold,
+            "seed": int(run.recipe.seed),
         },
     )
     info = _train_meta(run, trainer)
@@ -262,6 +266,7 @@ def _train_meta(run: TrainingRun, trainer) -> dict[str, Any]:
         "model": run.model_cfg.get("name"),
         "library": run.model_cfg["library"],
         "fold": run.fold,
+        "seed": int(recipe.seed),
         "parameters": count_parameters(run.module.model),
         "epochs": len(rows),
         "best_epoch": run.history.best_epoch,
