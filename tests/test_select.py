@@ -6,9 +6,9 @@ import torch
 from scipy.stats import wilcoxon
 
 from segbench.ensemble import EnsembleModel
-from segbench.metrics import metrics_from_confusion
+from segbench.metrics import bootstrap_scores, metrics_from_confusion
 from segbench.select import (
-    MIN_IMAGES,
+    MIN_UNITS,
     criterion_score,
     paired_comparison,
     pareto_front,
@@ -48,16 +48,30 @@ def test_paired_bootstrap_equals_a_per_resample_loop():
     )
     # Wilcoxon on per-image mIoU, as scipy computes it directly
     assert r["wilcoxon_p"] == pytest.approx(wilcoxon(per_image_miou(a), per_image_miou(b)).pvalue)
-    assert r["better"] == "A" and r["verdict"].startswith("A is better than B (difference 0.")
+    # one training seed: the images separate them, the training noise was not measured: no "better"
+    assert r["better"] is None and r["verdict"].startswith(
+        "A scores higher than B on these test images (difference 0."
+    )
+    assert "training noise was not measured" in r["verdict"] and r["p_value"] < 0.05
+    # with the seeds' noise measured (replicates from several seeds) the same gap is "better"
+    r3 = paired_comparison(
+        "A", "B", [a], [b], replicates=(bootstrap_scores(a, 300, 3), bootstrap_scores(b, 300, 3)), n_seeds=3
+    )
+    assert r3["better"] == "A" and r3["verdict"].startswith("A is better than B (difference 0.")
+    assert np.isnan(r3["wilcoxon_p"])  # averaged over seeds, per-image ranks do not fit
 
 
 def test_verdicts_indistinguishable_reversed_and_too_few_images():
     a, b = _stacks(seed=1, shift=0.0)
     r = paired_comparison("A", "B", [a], [b])
     assert r["better"] is None and "indistinguishable" in r["verdict"] and r["ci_low"] < 0 < r["ci_high"]
-    r = paired_comparison("B", "A", *[[x] for x in _stacks(seed=2, shift=0.15)][::-1])
+    r = paired_comparison("B", "A", *[[x] for x in _stacks(seed=2, shift=0.15)][::-1], n_seeds=2)
     assert r["better"] == "A" and r["verdict"].startswith("A is better than B")
-    a, b = _stacks(seed=4, n=MIN_IMAGES - 1, shift=0.3)
+    # correlated images (blocks of 10 consecutive images): fewer independent units than MIN_UNITS
+    a, b = _stacks(seed=3, n=60, shift=0.3)
+    r = paired_comparison("A", "B", [a], [b], n_seeds=3, units={"method": "blocks", "n_units": 6})
+    assert r["better"] is None and "only 6 independent unit(s)" in r["verdict"]
+    a, b = _stacks(seed=4, n=MIN_UNITS - 1, shift=0.3)
     r = paired_comparison("A", "B", [a], [b])
     assert r["better"] is None and "cannot be told apart reliably" in r["verdict"]
     with pytest.raises(ValueError, match="same test images"):

@@ -78,7 +78,7 @@ def test_evaluation_counts_all_non_ignored_pixels(trained, processed):
     assert len(worst) == 3 and [w["mIoU"] for w in m["worst_images"]] == sorted(
         w["mIoU"] for w in m["worst_images"]
     )
-    assert min(per_image["mIoU"]) == pytest.approx(m["worst_images"][0]["mIoU"])
+    assert min(per_image["mIoU"]) == pytest.approx(m["worst_images"][0]["mIoU"], rel=1e-5)  # CSV: 6 digits
     assert {p.stem for p in preds} == set(sorted(splits["test"])[:2]) | set(worst)
     assert np.asarray(Image.open(preds[0])).shape == (360, 480)
     # the fold's validation images are evaluated too (selection reads only these)
@@ -230,25 +230,22 @@ def test_ensemble_of_a_model_with_itself_evaluates_like_the_model(trained, proce
 
     from segbench.ensemble import build_ensemble
     from segbench.evaluate import evaluate_loaded
+    from segbench.layout import ExperimentLayout
 
     root, jobs, splits, _ = trained
-    shutil.copytree(root / "models" / "m" / "fold0", root / "models" / "m2" / "fold0", dirs_exist_ok=True)
+    exp = ExperimentLayout(root)  # the trained model as seed 0 of two models in the results layout
+    for n in ("m", "m2"):
+        shutil.copytree(
+            root / "models" / "m" / "fold0", exp.model_dir(n, 0, 0), ignore=shutil.ignore_patterns("seed*")
+        )
     ev_cfg = dict(jobs["evaluate"], save_predictions=0, n_worst=0)
     single = evaluate_model(
-        root / "models" / "m" / "fold0",
-        processed,
-        root / "splits.json",
-        ev_cfg,
-        root / "eval" / "m" / "fold0",
+        exp.model_dir("m", 0, 0), processed, root / "splits.json", ev_cfg, exp.eval_dir("m", 0, 0)
     )
     evaluate_model(
-        root / "models" / "m2" / "fold0",
-        processed,
-        root / "splits.json",
-        ev_cfg,
-        root / "eval" / "m2" / "fold0",
+        exp.model_dir("m2", 0, 0), processed, root / "splits.json", ev_cfg, exp.eval_dir("m2", 0, 0)
     )
-    folder, info = build_ensemble(root, ["m", "m2"], 0, 1, 2)
+    folder, info = build_ensemble(root, ["m", "m2"], 0, 1, 2, seed=0)
     assert info["ensemble"] == [{"name": "m", "path": "members/m"}, {"name": "m2", "path": "members/m2"}]
     model, info = load_trained_model(folder)  # self-contained: members copied beside model.json
     ens = evaluate_loaded(
@@ -256,7 +253,7 @@ def test_ensemble_of_a_model_with_itself_evaluates_like_the_model(trained, proce
     )
     assert np.array_equal(
         np.load(root / "eval" / "ens" / "fold0" / "confusion.npy"),
-        np.load(root / "eval" / "m" / "fold0" / "confusion.npy"),
+        np.load(exp.eval_file("m", 0, 0, "confusion.npy")),
     )
     assert ens["val"]["mIoU"] == pytest.approx(single["val"]["mIoU"])
 

@@ -160,11 +160,15 @@ def test_a_training_job_logs_its_curves_and_the_lr_and_trains_the_same_weights_e
     results = tmp_path / "results" / "exp"
     for logger in ("csv", "none"):
         train_model(processed, tmp_path / "splits.json", 0, jobs["models"]["tv_lraspp_mbv3"], jobs["train"],
-                    jobs["augment"], results / logger / "models" / "m" / "fold0", threads=2,
+                    jobs["augment"], results / logger / "models" / "m" / "fold0" / "seed0", threads=2,
                     logger_cfg={"name": logger})  # fmt: skip
-    logged = (results / "csv" / "logs" / "lightning" / "m" / "fold0" / "metrics.csv").read_text().splitlines()
+    logged = (
+        (results / "csv" / "logs" / "lightning" / "m" / "fold0" / "seed0" / "metrics.csv")
+        .read_text()
+        .splitlines()
+    )
     columns = set(logged[0].split(","))
     assert {"train_loss", "train_loss_epoch", "val_loss", "val_mIoU", "lr-AdamW/pg1"} <= columns
     assert not (results / "none" / "logs").exists()
-    a, b = (results / k / "models" / "m" / "fold0" / "model.safetensors" for k in ("csv", "none"))
+    a, b = (results / k / "models" / "m" / "fold0" / "seed0" / "model.safetensors" for k in ("csv", "none"))
     assert a.read_bytes() == b.read_bytes()

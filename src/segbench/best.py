@@ -2,7 +2,10 @@
 
 Contents:
 
-* ``model.safetensors``, ``model.json``: the weights and the config that builds them
+* ``model.safetensors``, ``model.json``: the weights and the config that builds them (the selected
+  candidate's run whose validation score is the median of its training seeds, not the luckiest one;
+  with k folds, that seed's best fold on its own validation images: ``selection.json``'s ``fold``,
+  ``seed`` and ``seed_rule``)
   (``segbench.models.load_trained_model('results/<experiment>/best')``); an ensemble keeps its
   members in ``members/``;
 * ``classes.json``: ``[{id, name, color}]``, ``ignore_index``, ``background``;
@@ -43,7 +46,7 @@ __all__ = ["package_best", "onnx_export_and_check"]
 
 def _copy_model(exp: ExperimentLayout, sel: dict[str, Any], tmp: Path) -> Path:
     """Copy the selected model's files into ``tmp``; returns its source folder."""
-    src = exp.model_dir(sel["model"], sel["fold"])
+    src = exp.model_dir(sel["model"], sel["fold"], sel["seed"])
     if (src / "ensemble.json").is_file():  # an ensemble: its members travel with it
         shutil.copytree(src / "members", tmp / "members")
         names = ("model.json", "ensemble.json")
@@ -96,7 +99,7 @@ def _train_meta(exp: ExperimentLayout, sel: dict[str, Any], src: Path) -> dict[s
     """The recipe the model was trained with (an ensemble: its first member's; one protocol for all)."""
     if (src / "train_meta.json").is_file():
         return read_train_meta(src)
-    first = exp.model_dir(read_ensemble_spec(src)["members"][0], sel["fold"])
+    first = exp.model_dir(read_ensemble_spec(src)["members"][0], sel["fold"], sel["seed"])
     return read_train_meta(first) if (first / "train_meta.json").is_file() else {}
 
 

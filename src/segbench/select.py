@@ -2,20 +2,26 @@
 
 Selection (:func:`select_model`) reads validation results only, never the test split:
 
-* score: one criterion on the pooled validation confusion matrix (summed over validation images and,
-  with k folds, over the folds' out-of-fold validation sets, as nnU-Net selects on out-of-fold
-  predictions): ``mIoU`` (default, dataset-level) or ``mDice_fg`` (mean Dice over foreground
-  classes, the background class left out);
+* score: one criterion on the pooled validation confusion matrix (summed over validation images,
+  training seeds and, with k folds, the folds' out-of-fold validation sets, as nnU-Net selects on
+  out-of-fold predictions): ``mIoU`` (default, dataset-level) or ``mDice_fg`` (mean Dice over
+  foreground classes, the background class left out);
 * constraints (optional): ``max_ms_per_image`` (median inference time on validation images),
   ``max_memory_mb`` (peak GPU memory on a GPU, else the evaluation process's peak RSS) and
   ``max_params``. A model that breaks one is shown but not selectable;
-* ties (scores within ``1e-9``) go to the cheaper model: fewer parameters, then lower latency.
+* ties go to the cheaper model (fewer parameters, then lower latency): scores within ``1e-9``, and,
+  with two or more training seeds, candidates within the seed noise of the best on validation
+  (:func:`seed_noise_ties`: mean per-seed scores less than two standard errors apart), where the
+  data cannot separate them.
 
-Comparisons (:func:`paired_comparison`) are made on the same test images: a paired bootstrap of the
-dataset-level mIoU difference (the same resampled images for both models, Efron & Tibshirani 1993,
-ch. 13 and 16) and a Wilcoxon signed-rank test on per-image mIoU (``scipy.stats.wilcoxon``,
-Wilcoxon 1945). The verdict says "better" only when the 95 % interval of the difference excludes 0
-and there are at least ``MIN_IMAGES`` (10) test images.
+Comparisons (:func:`paired_comparison`) are made on the same test images with the hierarchical
+bootstrap of :mod:`segbench.uncertainty` (training seeds and test units resampled; images, whole
+groups or blocks of consecutive images), its percentile interval of the mIoU difference and the
+interval-inversion p-value. The Wilcoxon signed-rank test (``scipy.stats.wilcoxon``, Wilcoxon 1945)
+is added only where its assumption holds: independent test images (no groups) and one training seed.
+The verdict says "better" only when the 95 % interval excludes 0, the test split has at least
+``MIN_UNITS`` (10) independent units and training noise was measured (two or more seeds);
+otherwise it says the data cannot tell, and why.
 """
 
 from __future__ import annotations
@@ -40,8 +46,9 @@ __all__ = [
 
 CRITERIA = ("mIoU", "mDice_fg")
 TIE = 1e-9
-#: below this many test images no verdict says "better": a bootstrap of so few images is not trustworthy
-MIN_IMAGES = 10
+#: below this many independent test units (images, groups or blocks) no verdict says "better": a
+#: bootstrap of so few units is not trustworthy
+MIN_UNITS = 10
 
 
 def criterion_score(confusion: np.ndarray, criterion: str = "mIoU", background: int | None = None) -> float:
@@ -160,28 +167,38 @@ def _wilcoxon(per_image_a: list[np.ndarray], per_image_b: list[np.ndarray]) -> t
     return p, int(ok.sum())
 
 
-def _verdict(a, b, diff, low, high, level, p, n_tested, n_img) -> tuple[str | None, str]:
+def _verdict(a, b, diff, low, high, level, n_seeds, units, ptxt) -> tuple[str | None, str]:
     """``(better model or None, the plain-language verdict)`` of a paired comparison."""
     pct = f"{level * 100:.0f} % CI"
-    ptxt = (
-        f"; Wilcoxon signed-rank p = {p:.2g} on per-image IoU of {n_tested} images"
-        if not math.isnan(p)
-        else ""
-    )
-    if n_img < MIN_IMAGES:
+    counted = "training seeds and test units" if n_seeds > 1 else "test units only"
+    numbers = f"difference {diff:.3f}, {pct} {low:.3f} to {high:.3f} over {counted}{ptxt}"
+    n_units = units["n_units"] if units else 0
+    if n_units < MIN_UNITS:
         return None, (
-            f"{a} and {b} cannot be told apart reliably on only {n_img} test images (difference "
-            f"{diff:.3f}, {pct} {low:.3f} to {high:.3f}{ptxt}); a bootstrap over fewer than "
-            f"{MIN_IMAGES} images is not trustworthy: the comparison needs more test images (k-fold "
-            f"cross-validation does not enlarge the test split)"
+            f"{a} and {b} cannot be told apart reliably: the test split has only {n_units} independent "
+            f"unit(s) ({numbers}); a bootstrap over fewer than {MIN_UNITS} is not trustworthy: the "
+            "comparison needs more test images (or more independent groups); k-fold cross-validation does "
+            "not enlarge the test split"
         )
-    if low > 0:
-        return a, f"{a} is better than {b} (difference {diff:.3f}, {pct} {low:.3f} to {high:.3f}{ptxt})"
-    if high < 0:
-        return b, f"{b} is better than {a} (difference {-diff:.3f}, {pct} {-high:.3f} to {-low:.3f}{ptxt})"
-    return None, (
-        f"{a} and {b} are indistinguishable on this data (difference {diff:.3f}, {pct} "
-        f"{low:.3f} to {high:.3f} includes 0{ptxt})"
+    if low <= 0 <= high or not np.isfinite([low, high]).all():
+        tail = "" if n_seeds > 1 else "; training noise was not measured either (one training seed)"
+        return (
+            None,
+            f"{a} and {b} are indistinguishable on this data ({numbers}; the interval includes 0{tail})",
+        )
+    winner, loser, d, lo, hi = (a, b, diff, low, high) if low > 0 else (b, a, -diff, -high, -low)
+    if n_seeds < 2:
+        return None, (
+            f"{winner} scores higher than {loser} on these test images (difference {d:.3f}, {pct} {lo:.3f} "
+            f"to {hi:.3f} over {counted}{ptxt}), but training noise was not measured: each model was trained "
+            "with one seed, and retraining with another seed can move a model by more than this interval. "
+            "The data cannot tell which is better; train.repeats=3 (two more training runs per model) "
+            "measures it"
+        )
+    return (
+        winner,
+        f"{winner} is better than {loser} (difference {d:.3f}, {pct} {lo:.3f} to {hi:.3f} over "
+        f"{counted}{ptxt})",
     )
 
 
@@ -193,27 +210,40 @@ def paired_comparison(
     n_resamples: int = 2000,
     seed: int = 0,
     level: float = 0.95,
+    replicates: tuple[np.ndarray, np.ndarray] | None = None,
+    n_seeds: int = 1,
+    units: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Is model ``a`` better than model ``b`` on the same test images?
 
     Args:
         a, b: model names (for the verdict).
-        per_image_a, per_image_b: per fold, ``int[N, C, C]`` per-image confusion matrices of the same
-            N test images in the same order (``confusion_per_image.npy``).
-        n_resamples: bootstrap resamples (seeded; the same draws for both models and every fold).
+        per_image_a, per_image_b: per run (fold x seed), ``int[N, C, C]`` per-image confusion matrices
+            of the same N test images in the same order (``confusion_per_image.npy``).
+        n_resamples, seed: without ``replicates``, a paired bootstrap over independent images
+            (:func:`segbench.metrics.bootstrap_scores`, the same draws for both models).
         level: confidence level of the interval of the difference.
+        replicates: ``(float[B], float[B])``: the two candidates' hierarchical bootstrap scores drawn
+            with the same test units (:func:`segbench.uncertainty.hierarchical_scores`).
+        n_seeds: training seeds per model (fewer than 2: training noise not measured, no "better").
+        units: :meth:`segbench.uncertainty.ResamplingUnits.as_dict` (default: independent images).
 
     Returns:
-        ``{"a", "b", "difference" (mIoU_a - mIoU_b, fold mean), "ci_low", "ci_high", "level",
-        "wilcoxon_p", "n_images", "better": a | b | None, "verdict": plain-language sentence}``.
+        ``{"a", "b", "difference" (mIoU_a - mIoU_b, mean over runs), "ci_low", "ci_high", "level",
+        "p_value" (bootstrap), "wilcoxon_p" (NaN where images are not independent), "n_images",
+        "n_units", "n_seeds", "better": a | b | None, "verdict": plain-language sentence}``.
 
     Raises:
-        ValueError: the stacks do not cover the same number of images or folds.
+        ValueError: the stacks do not cover the same number of images or runs.
     """
+    from .uncertainty import bootstrap_p_value, percentile_interval
+
     if len(per_image_a) != len(per_image_b) or any(
         x.shape != y.shape for x, y in zip(per_image_a, per_image_b)
     ):
-        raise ValueError(f"paired comparison of {a} and {b} needs the same test images and folds")
+        raise ValueError(f"paired comparison of {a} and {b} needs the same test images, folds and seeds")
+    n_img = int(per_image_a[0].shape[0])
+    units = units or {"method": "images", "n_units": n_img}
     diff = float(
         np.mean(
             [
@@ -222,18 +252,24 @@ def paired_comparison(
             ]
         )
     )
-    boot = np.mean(
-        [
-            bootstrap_scores(x, n_resamples, seed) - bootstrap_scores(y, n_resamples, seed)
-            for x, y in zip(per_image_a, per_image_b)
-        ],
-        axis=0,
-    )
-    alpha = (1 - level) / 2
-    low, high = (float(v) for v in np.nanquantile(boot, [alpha, 1 - alpha]))
-    p, n_tested = _wilcoxon(per_image_a, per_image_b)
-    n_img = int(per_image_a[0].shape[0])
-    better, verdict = _verdict(a, b, diff, low, high, level, p, n_tested, n_img)
+    if replicates is not None:
+        boot = np.asarray(replicates[0]) - np.asarray(replicates[1])
+    else:
+        boot = np.mean(
+            [
+                bootstrap_scores(x, n_resamples, seed) - bootstrap_scores(y, n_resamples, seed)
+                for x, y in zip(per_image_a, per_image_b)
+            ],
+            axis=0,
+        )
+    low, high = percentile_interval(boot, level)
+    p_boot = bootstrap_p_value(boot)
+    independent = units.get("method") == "images" and n_seeds < 2
+    p, n_tested = _wilcoxon(per_image_a, per_image_b) if independent else (float("nan"), 0)
+    ptxt = f"; bootstrap p = {p_boot:.2g}" if np.isfinite(p_boot) else ""
+    if not math.isnan(p):
+        ptxt += f"; Wilcoxon signed-rank p = {p:.2g} on per-image IoU of {n_tested} images"
+    better, verdict = _verdict(a, b, diff, low, high, level, n_seeds, units, ptxt)
     return {
         "a": a,
         "b": b,
@@ -241,11 +277,41 @@ def paired_comparison(
         "ci_low": low,
         "ci_high": high,
         "level": level,
+        "p_value": p_boot,
         "wilcoxon_p": p,
         "n_images": n_img,
+        "n_units": int(units["n_units"]),
+        "n_seeds": int(n_seeds),
         "better": better,
         "verdict": verdict,
     }
+
+
+def seed_noise_ties(choice: dict[str, Any], seed_scores: dict[str, list[float]], z: float = 2.0) -> list[str]:
+    """The selectable candidates the data cannot separate from the best on validation: the best's mean
+    per-seed score and theirs differ by less than ``z`` standard errors
+    (``sqrt(sd_a^2 / S_a + sd_b^2 / S_b)``, sd over seeds, ddof 1; ``z = 2``: about a 95 % two-sided
+    normal interval). Empty when the best has fewer than two seeds (the noise was not measured).
+
+    Returns:
+        Names, the best first, in ranking order.
+    """
+    ranking = [r for r in choice["ranking"] if r["selectable"]]
+    if not ranking:
+        return []
+    best = ranking[0]["name"]
+    a = np.asarray(seed_scores.get(best) or [], dtype=np.float64)
+    if len(a) < 2 or not np.isfinite(a).all():
+        return []
+    tied = [best]
+    for r in ranking[1:]:
+        b = np.asarray(seed_scores.get(r["name"]) or [], dtype=np.float64)
+        if len(b) < 2 or not np.isfinite(b).all():
+            continue
+        se = math.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b))
+        if abs(a.mean() - b.mean()) < z * se:
+            tied.append(r["name"])
+    return tied if len(tied) > 1 else []
 
 
 def pareto_front(points: list[tuple[str, float, float]]) -> list[str]:
@@ -262,7 +328,7 @@ def pareto_front(points: list[tuple[str, float, float]]) -> list[str]:
 CRITERION_TEXT = {"mIoU": "dataset-level mIoU", "mDice_fg": "mean foreground Dice"}
 
 
-def selection_rule(criterion: str, n_folds: int, has_val: bool) -> str:
+def selection_rule(criterion: str, n_folds: int, has_val: bool, n_seeds: int = 1) -> str:
     """The selection rule in plain words, as the report and the model card state it."""
     crit = CRITERION_TEXT[criterion]
     if not has_val:
@@ -271,8 +337,13 @@ def selection_rule(criterion: str, n_folds: int, has_val: bool) -> str:
             "set; set split.val_fraction > 0"
         )
     pooled = f"pooled out-of-fold over {n_folds} folds" if n_folds > 1 else "validation split"
+    if n_seeds > 1:
+        pooled += f" and {n_seeds} training seeds"
+        ties = "ties, and candidates within the seed noise of the best on validation, go to"
+    else:
+        ties = "ties go to"
     return (
-        f"highest validation {crit} ({pooled}); ties go to fewer parameters, then lower latency; models "
+        f"highest validation {crit} ({pooled}); {ties} fewer parameters, then lower latency; models "
         "breaking a constraint are not selectable; the test split is not used"
     )
 
@@ -297,6 +368,52 @@ def _ranked_table(rows: list[dict[str, Any]], choice: dict[str, Any]):
     return df
 
 
+def _seed_scores(numbers: dict[str, Any], criterion: str, background: int | None) -> dict[str, list[float]]:
+    """Each candidate's validation score per training seed (folds pooled)."""
+    return {
+        c["name"]: [criterion_score(m, criterion, background) for m in c["seed_val_confusions"]]
+        for c in numbers["selection_inputs"]
+        if c.get("seed_val_confusions")
+    }
+
+
+def _apply_seed_ties(choice: dict[str, Any], seed_scores: dict[str, list[float]]) -> dict[str, Any] | None:
+    """Within the seed noise of the best on validation, select the cheapest; returns the tie record."""
+    tied = seed_noise_ties(choice, seed_scores)
+    if not tied:
+        return None
+    rows = {r["name"]: r for r in choice["ranking"]}
+    cheapest = min(tied, key=lambda n: (rows[n]["parameters"], rows[n]["val_time_ms"] or 0.0, n))
+    top = tied[0]
+    choice["selected"] = cheapest
+    moved = "" if cheapest == top else f"; {cheapest} is selected over {top}, the highest on validation"
+    return {
+        "candidates": tied,
+        "chosen": cheapest,
+        "text": (
+            f"The data cannot separate {', '.join(tied)} on validation: their mean scores over training "
+            "seeds differ by less than two standard errors of the seed noise. The cheapest (fewest "
+            f"parameters, then lowest latency) is selected{moved}."
+        ),
+    }
+
+
+def _uncertainty_text(u: dict[str, Any], n_seeds: int) -> str:
+    """The sources of uncertainty the intervals count, in words."""
+    units = u.get("units") or {}
+    text = f"Intervals count the test units ({units.get('description', 'test images')})"
+    if n_seeds > 1:
+        text += f" and {n_seeds} training seeds per model (hierarchical bootstrap)"
+    else:
+        text += (
+            "; training noise was not measured (one training seed per model): train.repeats=3 trains two "
+            "more seeds per model and widens the intervals by what retraining changes"
+        )
+    if units.get("method") == "images" and units.get("n_groups") is None:
+        text += "; images are treated as independent (set dataset.group_regex if some are related)"
+    return text + "."
+
+
 def selection_record(
     numbers: dict[str, Any],
     select_cfg: dict[str, Any],
@@ -314,44 +431,37 @@ def selection_record(
             ``n_bootstrap``.
         meta: ``dataset.json`` (its background class, for ``mDice_fg``).
         n_folds, has_val: of the split.
-        baseline: :func:`segbench.aggregate.majority_baseline`.
+        baseline: :func:`segbench.baseline.majority_baseline`.
 
     Returns:
         ``(summary table: DataFrame in ranking order, selection: dict)``. Without a validation split
         there is nothing honest to select on: the test split is used and the selection says so
         (``selected_on: "test"``).
     """
-    n_boot = int(select_cfg.get("n_bootstrap", 2000))
     criterion = select_cfg.get("criterion", "mIoU")
     constraints = {k: select_cfg.get(k) for k in ("max_ms_per_image", "max_memory_mb", "max_params")}
-    choice = select_model(
-        numbers["selection_inputs"], criterion, constraints, background=meta.get("background")
-    )
+    background = meta.get("background")
+    choice = select_model(numbers["selection_inputs"], criterion, constraints, background=background)
+    tie = _apply_seed_ties(choice, _seed_scores(numbers, criterion, background)) if has_val else None
     df = _ranked_table(numbers["rows"], choice)
-    selected, ranked, stacks = (
-        choice["selected"],
-        [r["name"] for r in choice["ranking"]],
-        numbers["test_stacks"],
-    )
-    comparisons = []
-    if selected is not None and selected in stacks:
-        others = [n for n in ranked if n != selected and n in stacks][
-            : max(0, int(select_cfg.get("compare_top", 3)) - 1)
-        ]
-        comparisons = [
-            paired_comparison(selected, o, stacks[selected], stacks[o], n_boot, seed=0) for o in others
-        ]
+    selected, ranked = choice["selected"], [r["name"] for r in choice["ranking"]]
+    u = numbers.get("uncertainty") or {}
+    n_seeds = len(u.get("seeds") or [1])
+    comparisons = _comparisons(numbers, selected, ranked, select_cfg, n_seeds, u.get("units"))
     best = df[df["model"] == selected].iloc[0] if selected is not None else None
     runner_up = next((n for n in ranked if n != selected), None)
     score_of = {r["name"]: r["score"] for r in choice["ranking"]}
+    run = numbers["best_run"][selected] if selected is not None else {}
     selection = {
         "model": selected,
         "library": None if best is None else best["library"],
-        "fold": None if selected is None else numbers["best_fold"][selected],
+        "fold": run.get("fold"),
+        "seed": run.get("seed"),
+        "seed_rule": run.get("rule"),
         "selected_on": "validation" if has_val else "test",
         "criterion": criterion,
         "constraints": choice["constraints"],
-        "rule": selection_rule(criterion, n_folds, has_val),
+        "rule": selection_rule(criterion, n_folds, has_val, n_seeds),
         "val_score": None if best is None else float(best["val_score"]),
         "mIoU": None if best is None else float(best["mIoU"]),
         "mIoU_ci_low": None if best is None else float(best["mIoU_ci_low"]),
@@ -360,10 +470,38 @@ def selection_record(
         "margin_val_score": float(best["val_score"] - score_of[runner_up])
         if best is not None and runner_up
         else None,
+        "tie": tie,
         "verdict": comparisons[0]["verdict"] if comparisons else None,
         "comparisons": comparisons,
+        "n_seeds": n_seeds,
+        "units": u.get("units"),
+        "uncertainty_text": _uncertainty_text(u, n_seeds),
         "ranking": [dict(r) for r in choice["ranking"]],
         "baseline_mIoU": baseline["mIoU"],
         "no_selectable_model": selected is None,
     }
     return df, selection
+
+
+def _comparisons(numbers, selected, ranked, select_cfg, n_seeds, units) -> list[dict[str, Any]]:
+    """The selected candidate against the next ``compare_top - 1`` in the validation ranking."""
+    stacks, reps = numbers["test_stacks"], numbers.get("replicates") or {}
+    if selected is None or selected not in stacks:
+        return []
+    others = [n for n in ranked if n != selected and n in stacks][
+        : max(0, int(select_cfg.get("compare_top", 3)) - 1)
+    ]
+    return [
+        paired_comparison(
+            selected,
+            o,
+            stacks[selected],
+            stacks[o],
+            int(select_cfg.get("n_bootstrap", 2000)),
+            seed=0,
+            replicates=(reps[selected], reps[o]) if selected in reps and o in reps else None,
+            n_seeds=n_seeds,
+            units=units,
+        )
+        for o in others
+    ]
