@@ -41,7 +41,7 @@ def _with_images_and_predictions(tmp_path):
         meta["manifest"][f"t{i}"] = {"image": f"images/t{i}.png", "mask": f"masks/t{i}.png", "group": f"t{i}"}
     atomic_write_json(ds / "dataset.json", meta)
     for k, name in enumerate(("a", "b", "c")):
-        ev = exp / "eval" / name / "fold0"
+        ev = exp / "eval" / name / "fold0" / "seed0"
         (ev / "predictions").mkdir(parents=True)
         scores = np.clip(0.5 + 0.1 * k + rng.normal(0, 0.1, N_TEST), 0, 1)
         for i in range(N_TEST):
@@ -110,8 +110,10 @@ def test_text_from_the_data_is_escaped(experiment, tmp_path):
 
 def test_a_missing_input_names_the_file_and_the_step(experiment, tmp_path):
     exp, ds = experiment
-    (exp / "eval" / "b" / "fold0" / "confusion.npy").unlink()
-    with pytest.raises(StageOutputMissing, match=r"eval/b/fold0/confusion.npy not found; run .*evaluate"):
+    (exp / "eval" / "b" / "fold0" / "seed0" / "confusion.npy").unlink()
+    with pytest.raises(
+        StageOutputMissing, match=r"eval/b/fold0/seed0/confusion.npy not found; run .*evaluate"
+    ):
         render_report(exp, ds, REPORT_CFG, tmp_path / "index.html")
     assert not (tmp_path / "index.html").exists()  # nothing half-written
 
@@ -123,9 +125,9 @@ def test_the_report_rule_declares_every_file_the_report_reads(experiment, tmp_pa
     declared = [exp / f for f in ("summary.json", "selection.json", "learning_curves.csv")]
     declared += [ds / "dataset.json"]
     for name in ("a", "b", "c"):
-        ev = exp / "eval" / name / "fold0"
+        ev = exp / "eval" / name / "fold0" / "seed0"
         declared += [ev / "per_image.csv", ev / "confusion.npy", ev / "metrics.json"]
-    folders = [exp / "eval" / n / "fold0" / "predictions" for n in ("a", "b", "c")] + [ds]
+    folders = [exp / "eval" / n / "fold0" / "seed0" / "predictions" for n in ("a", "b", "c")] + [ds]
     opened = []
     real_open = open
 

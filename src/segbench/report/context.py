@@ -1,10 +1,10 @@
 """Everything the report page shows, read and computed in one place: :func:`build_context`.
 
 It reads only the files the report rule declares: ``summary.json``, ``learning_curves.csv``,
-``eval/<candidate>/fold<k>/{per_image.csv, confusion.npy, metrics.json}``, the first fold's
-``predictions/``, ``best/onnx_parity.json`` (when ONNX export is on), the canonical dataset (images
-and masks for the overlays) and the ``select`` config (the number of bootstrap resamples). The
-template (``templates/page.html.j2``) only lays the context out.
+``eval/<candidate>/fold<k>/seed<s>/{per_image.csv, confusion.npy, metrics.json}``, the first fold's
+and first seed's ``predictions/``, ``best/onnx_parity.json`` (when ONNX export is on), the canonical
+dataset (images and masks for the overlays) and the ``select`` config (the number of bootstrap
+resamples). The template (``templates/page.html.j2``) only lays the context out.
 """
 
 from __future__ import annotations
@@ -35,9 +35,14 @@ SUMMARY_COLUMNS = {
     "start": "start",
     "parameters": "parameters",
     "val_score": "validation {crit} (selection)",
-    "mIoU": "test mIoU",
-    "mIoU 95% CI": "mIoU 95% CI",
+    "n_seeds": "seeds",
+    "mIoU": "test mIoU (mean)",
+    "mIoU 95% CI": "95% interval (one training run)",
+    "test_mIoU_sd_seed": "sd over seeds",
     "mIoU_std": "mIoU std (folds)",
+    "p_rank1": "P(rank 1)",
+    "learned_nothing": "learned nothing",
+    "never_predicted": "never predicted (validation)",
     "mDice": "mDice",
     "mAcc": "mAcc",
     "aAcc": "aAcc",
@@ -94,6 +99,19 @@ def _answer(
         "constraints": ", ".join(f"{k} = {v}" for k, v in (best.get("constraints") or {}).items()),
         "baseline": summary["baseline"],
         "test_images": summary["test_images"],
+        "uncertainty": best.get("uncertainty_text"),
+        "n_seeds": int(best.get("n_seeds") or 1),
+        "units": best.get("units") or {},
+        "mean_ci": _pair(row, "mIoU_mean_ci_low", "mIoU_mean_ci_high"),
+        "sd_seed": _num(row, "test_mIoU_sd_seed"),
+        "p_rank1": _num(row, "p_rank1"),
+        "tie": (best.get("tie") or {}).get("text"),
+        "seed_rule": best.get("seed_rule"),
+        "flagged": [
+            {"model": r["model"], "why": r["learned_nothing"]}
+            for r in summary["models"]
+            if r.get("learned_nothing")
+        ],
         "predict_command": f"segbench predict --model {exp.root}/best IMAGE -o MASK.png",
         "parity": None,
     }
@@ -111,22 +129,50 @@ def _answer(
     return out
 
 
+def _num(row, key: str) -> float | None:
+    v = row.get(key) if hasattr(row, "get") else None
+    return float(v) if v is not None and np.isfinite(v) else None
+
+
+def _pair(row, low: str, high: str) -> tuple[float, float] | None:
+    lo, hi = _num(row, low), _num(row, high)
+    return (lo, hi) if lo is not None and hi is not None else None
+
+
 def _comparisons(best: dict[str, Any]) -> str | None:
     if not best.get("comparisons"):
         return None
     comp = pd.DataFrame(best["comparisons"])
-    comp = comp[["a", "b", "difference", "ci_low", "ci_high", "wilcoxon_p", "n_images", "verdict"]].rename(
+    for key, default in (("p_value", np.nan), ("n_units", None), ("n_seeds", 1)):
+        if key not in comp.columns:
+            comp[key] = comp["n_images"] if key == "n_units" else default
+    cols = [
+        "a",
+        "b",
+        "difference",
+        "ci_low",
+        "ci_high",
+        "p_value",
+        "wilcoxon_p",
+        "n_units",
+        "n_seeds",
+        "verdict",
+    ]
+    comp = comp[cols].rename(
         columns={
             "a": "model",
             "b": "against",
             "difference": "mIoU difference",
             "ci_low": "95% CI low",
             "ci_high": "95% CI high",
+            "p_value": "bootstrap p",
             "wilcoxon_p": "Wilcoxon p",
-            "n_images": "test images",
+            "n_units": "independent test units",
+            "n_seeds": "seeds",
         }
     )
-    comp["Wilcoxon p"] = [f"{p:.2g}" for p in comp["Wilcoxon p"]]
+    for c in ("bootstrap p", "Wilcoxon p"):
+        comp[c] = [f"{p:.2g}" if p is not None and np.isfinite(p) else "n/a" for p in comp[c]]
     return _table_html(comp)
 
 
@@ -148,28 +194,29 @@ def _figures(
     order: list[str],
     crit: str,
     n_folds: int,
+    seeds: list[int],
 ) -> dict[str, str]:
     """The data-driven figures (one data URI each)."""
     best = summary["best"]
+    runs = [(k, s) for k in range(n_folds) for s in seeds]
     per_image = pd.concat(
-        [
-            read_table(exp.eval_file(n, k, "per_image.csv")).assign(model=n)
-            for n in order
-            for k in range(n_folds)
-        ],
+        [read_table(exp.eval_file(n, k, s, "per_image.csv")).assign(model=n) for n in order for k, s in runs],
         ignore_index=True,
     )
-    matrices = {
-        n: sum(read_array(exp.eval_file(n, k, "confusion.npy")) for k in range(n_folds)) for n in order
-    }
+    matrices = {n: sum(read_array(exp.eval_file(n, k, s, "confusion.npy")) for k, s in runs) for n in order}
     per_class = pd.DataFrame(summary["per_class_IoU"], index=summary["classes"]).T.loc[order]
+    per_cand = (summary.get("uncertainty") or {}).get("candidates") or {}
+    seed_values = {n: v.get("test_mIoU") or [] for n, v in per_cand.items()}
     figs = {
-        "miou": plots.miou_with_ci(df, order, summary["baseline"]["mIoU"]),
+        "miou": plots.miou_with_ci(df, order, summary["baseline"]["mIoU"], seed_values),
         "per_class": plots.per_class_iou(per_class, summary["classes"]),
         "per_image": plots.per_image_boxplot(per_image, order),
         "curves": plots.learning_curves(read_table(exp.learning_curves)),
         "confusion": plots.confusion_matrices(matrices, summary["classes"]),
     }
+    ranks = {n: v["rank_probabilities"] for n, v in per_cand.items() if v.get("rank_probabilities")}
+    if len(ranks) > 1:
+        figs["ranks"] = plots.rank_probabilities(ranks, order)
     if "time_ms_median" in df.columns and "val_score" in df.columns:
         figs["pareto"] = plots.accuracy_latency(
             df, best.get("model"), crit, (best.get("constraints") or {}).get("max_ms_per_image")
@@ -183,12 +230,14 @@ def _overlays(
     meta: dict[str, Any],
     order: list[str],
     report_cfg: dict[str, Any],
+    seed: int,
 ) -> dict[str, Any]:
-    """The prediction overlays of the first test images and each candidate's worst test images (fold 0)."""
+    """The prediction overlays of the first test images and each candidate's worst test images (fold 0,
+    the first training seed)."""
     pal, ign = class_palette(meta["classes"]), meta["ignore_index"]
     alpha = float(report_cfg.get("overlay_alpha", 0.5))
     n_ov, n_worst = int(report_cfg.get("n_overlays", 3)), int(report_cfg.get("n_worst", 3))
-    ids = sorted(p.stem for p in exp.predictions_dir(order[0], 0).glob("*.png"))[:n_ov] if n_ov else []
+    ids = sorted(p.stem for p in exp.predictions_dir(order[0], 0, seed).glob("*.png"))[:n_ov] if n_ov else []
     out: dict[str, Any] = {"grid": None, "worst": []}
 
     def entry(sid):
@@ -200,20 +249,22 @@ def _overlays(
         rows = []
         for sid in ids:
             img, truth = entry(sid)
-            panels = [("ground truth", truth)] + [(n, read_mask(exp.prediction(n, 0, sid))) for n in order]
+            panels = [("ground truth", truth)] + [
+                (n, read_mask(exp.prediction(n, 0, seed, sid))) for n in order
+            ]
             rows.append({"id": sid, "image": img, "panels": panels})
         out["grid"] = plots.prediction_grid(rows, pal, [c["name"] for c in meta["classes"]], alpha, ign)
     for name in order if n_worst else []:
-        worst = read_metrics(exp.eval_dir(name, 0)).get("worst_images", [])[:n_worst]
+        worst = read_metrics(exp.eval_dir(name, 0, seed)).get("worst_images", [])[:n_worst]
         cases = [
             dict(
                 w,
                 image=entry(w["id"])[0],
                 truth=entry(w["id"])[1],
-                pred=read_mask(exp.prediction(name, 0, w["id"])),
+                pred=read_mask(exp.prediction(name, 0, seed, w["id"])),
             )
             for w in worst
-            if exp.prediction(name, 0, w["id"]).is_file()
+            if exp.prediction(name, 0, seed, w["id"]).is_file()
         ]
         if cases:
             out["worst"].append({"name": name, "src": plots.worst_images(name, cases, pal, alpha, ign)})
@@ -248,6 +299,7 @@ def build_context(
     n_folds = n_folds or int(df["folds"].max())
     crit = CRITERION_LABELS.get(summary["best"].get("criterion", "mIoU"), summary["best"].get("criterion"))
     parity = read_parity(exp.best_file("onnx_parity.json"), required=bool(select_cfg.get("onnx", False)))
+    seeds = list((summary.get("uncertainty") or {}).get("seeds") or [0])
     return {
         "title": report_cfg.get("title") or f"segbench: {summary['experiment']}",
         "dataset": summary["dataset"],
@@ -257,6 +309,7 @@ def build_context(
         "answer": _answer(exp, summary, df, parity),
         "comparisons": _comparisons(summary["best"]),
         "summary_table": _summary_table(df, crit),
-        "figures": _figures(exp, summary, df, order, crit, n_folds),
-        "overlays": _overlays(exp, ds, meta, order, report_cfg),
+        "figures": _figures(exp, summary, df, order, crit, n_folds, seeds),
+        "overlays": _overlays(exp, ds, meta, order, report_cfg, seeds[0]),
+        "n_seeds": len(seeds),
     }

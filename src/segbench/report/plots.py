@@ -76,12 +76,31 @@ def png_uri(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def miou_with_ci(df, order: list[str], baseline_miou: float) -> str:
-    """Horizontal bars of test mIoU per candidate, coloured by library, with 95 % CI error bars and
-    the majority-class baseline. ``df``: the summary rows (``model, library, mIoU, mIoU_ci_low/high``)."""
+def miou_with_ci(
+    df, order: list[str], baseline_miou: float, seed_values: dict[str, list[float]] | None = None
+) -> str:
+    """Horizontal bars of test mIoU per candidate, coloured by library, with 95 % interval error bars,
+    the majority-class baseline and, with several training seeds, each seed's own test mIoU as a
+    strip of points (the seed spread). ``df``: the summary rows (``model, library, mIoU,
+    mIoU_ci_low/high``); ``seed_values``: ``{model: [test mIoU per seed]}``."""
     plt, sns = _plt()
     fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(df)))
     sns.barplot(data=df, y="model", x="mIoU", hue="library", dodge=False, ax=ax, order=order)
+    strip = {m: v for m, v in (seed_values or {}).items() if len(v) > 1 and m in order}
+    if strip:
+        rows = [(m, v) for m, vals in strip.items() for v in vals]
+        ys = [order.index(m) for m, _ in rows]
+        jitter = np.linspace(-0.15, 0.15, 7)[np.arange(len(rows)) % 7]
+        ax.scatter(
+            [v for _, v in rows],
+            np.add(ys, jitter),
+            s=18,
+            c="white",
+            edgecolors="black",
+            linewidths=0.8,
+            zorder=4,
+            label="one training seed",
+        )
     if "mIoU_ci_low" in df.columns and np.isfinite(df["mIoU_ci_low"]).all():
         err = [df["mIoU"] - df["mIoU_ci_low"], df["mIoU_ci_high"] - df["mIoU"]]
         ax.errorbar(
@@ -92,12 +111,36 @@ def miou_with_ci(df, order: list[str], baseline_miou: float) -> str:
             ecolor="black",
             capsize=4,
             lw=1.2,
-            label="95% CI",
+            label="95% interval",
         )
     ax.axvline(baseline_miou, color="k", ls="--", label=f"majority baseline ({baseline_miou:.3f})")
     ax.legend(loc="lower right", fontsize=8)
     ax.set_xlim(0, 1)
     ax.set_xlabel("test mIoU")
+    return png_uri(fig)
+
+
+def rank_probabilities(probs: dict[str, list[float]], order: list[str]) -> str:
+    """Rank-by-probability "blob" plot (Maier-Hein et al., Nat. Commun. 2018): one row per candidate,
+    one column per rank, the circle's area the probability of that rank under the resampling.
+    ``probs``: ``{candidate: [P(rank 1), ..., P(rank K)]}``."""
+    plt, _ = _plt()
+    names = [n for n in order if n in probs]
+    k = len(next(iter(probs.values()))) if probs else 0
+    fig, ax = plt.subplots(figsize=(1.6 + 0.55 * k, 0.6 + 0.42 * len(names)))
+    for y, n in enumerate(names):
+        p = np.asarray(probs[n], dtype=float)
+        ranks = np.nonzero(p > 0)[0]
+        ax.scatter(ranks + 1, [y] * len(ranks), s=900 * p[ranks], c="tab:blue", alpha=0.75)
+        for r in ranks:
+            if p[r] >= 0.05:
+                ax.annotate(f"{100 * p[r]:.0f}%", (r + 1, y), fontsize=7, ha="center", va="center", color="k")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xticks(range(1, k + 1))
+    ax.set_xlim(0.4, k + 0.6)
+    ax.set_ylim(len(names) - 0.4, -0.6)
+    ax.set_xlabel("rank on the test split (1 = best)")
+    ax.grid(axis="x", lw=0.3)
     return png_uri(fig)
 
 
