@@ -132,7 +132,8 @@ def test_content_not_timestamps_decides_what_reruns_and_experiments_share_traine
     _run(work, *common, "name=a")
     exp = work / "results" / "a"
     weights = {
-        m: (exp / "models" / m / "fold0" / "model.safetensors") for m in ("tv_lraspp_mbv3", "smp_unet_r18")
+        m: (exp / "models" / m / "fold0" / "seed42" / "model.safetensors")
+        for m in ("tv_lraspp_mbv3", "smp_unet_r18")
     }
     first = {m: os.path.realpath(p) for m, p in weights.items()}
 
@@ -149,12 +150,36 @@ def test_content_not_timestamps_decides_what_reruns_and_experiments_share_traine
     # no training ran: Snakemake only created the (empty) log files
     assert all(f.stat().st_size == 0 for f in (work / "results" / "b" / "logs" / "train").glob("*.log"))
     for m, p in weights.items():
-        q = work / "results" / "b" / "models" / m / "fold0" / "model.safetensors"
+        q = work / "results" / "b" / "models" / m / "fold0" / "seed42" / "model.safetensors"
         assert q.read_bytes() == p.read_bytes() and os.path.realpath(q) == first[m]
     for f in RESULT_FILES:  # and the same weights scored on the same split give the same bytes
-        assert (exp / "eval/smp_unet_r18/fold0" / f).read_bytes() == (
-            work / "results/b/eval/smp_unet_r18/fold0" / f
+        assert (exp / "eval/smp_unet_r18/fold0/seed42" / f).read_bytes() == (
+            work / "results/b/eval/smp_unet_r18/fold0/seed42" / f
         ).read_bytes()
+
+    # a second training seed: only that seed's training and evaluation jobs are planned, and run
+    out = _run(work, *common, "name=a", "train.seeds=[42,7]", dry=True)
+    planned = [ln.strip() for ln in out.splitlines() if ln.strip().startswith("wildcards:")]
+    train_jobs = [ln for ln in planned if "seed=" in ln]
+    assert train_jobs and all("seed=7" in ln for ln in train_jobs), planned
+    before = {m: p.stat().st_mtime_ns for m, p in weights.items()}
+    out = _run(work, *common, "name=a", "train.seeds=[42,7]")
+    assert {m: p.stat().st_mtime_ns for m, p in weights.items()} == before  # seed 42 untouched
+    summary = json.loads((exp / "summary.json").read_text())
+    assert summary["uncertainty"]["seeds"] == [42, 7] and {r["n_seeds"] for r in summary["models"]} == {2}
+    assert summary["best"]["seed"] in (42, 7) and "median" in summary["best"]["seed_rule"]
+    assert (exp / "best" / "model.safetensors").read_bytes() == (
+        exp
+        / "models"
+        / summary["best"]["model"]
+        / "fold0"
+        / f"seed{summary['best']['seed']}"
+        / "model.safetensors"
+    ).read_bytes()
+    html = (exp / "report" / "index.html").read_text()
+    assert "2 training seed(s) per model" in html and "and 2 training seeds per model" in html
+    out = _run(work, *common, "name=a", dry=True)  # back to one seed: nothing to train, only the summary
+    assert "train" not in _jobs(out) and "evaluate" not in _jobs(out), _jobs(out)
 
     # one pixel of one mask changed: convert, split and everything downstream rerun, training included
     meta = json.loads((work / "data/processed/camvid/dataset.json").read_text())
@@ -171,7 +196,7 @@ def test_content_not_timestamps_decides_what_reruns_and_experiments_share_traine
     assert (exp / "splits.json").read_bytes() == splits_before  # the split itself was not affected
     for m, p in weights.items():  # new content, new cache key: both models were trained again
         assert os.path.realpath(p) != first[m]
-        assert '"wall_time_s"' in (exp / "logs" / "train" / f"{m}_fold0.log").read_text()  # it trained
+        assert '"wall_time_s"' in (exp / "logs" / "train" / f"{m}_fold0_seed42.log").read_text()  # it trained
 
 
 # ---------------------------------------------------------------- bit-identical, and resume after SIGKILL
@@ -197,7 +222,7 @@ def test_same_experiment_twice_from_scratch_is_bit_identical_and_a_killed_run_re
     _run(runs["second"], *cfg)
 
     # the third run is killed (SIGKILL, the whole process group) during training, after an epoch ended
-    ckpt_dir = runs["killed"] / "results/r/models/smp_unet_r18/fold0"
+    ckpt_dir = runs["killed"] / "results/r/models/smp_unet_r18/fold0/seed42"
     args = SEGBENCH + ["run", *cfg, "--workdir", str(runs["killed"]), "--cores", "2"]
     proc = subprocess.Popen(
         args,
@@ -225,12 +250,12 @@ def test_same_experiment_twice_from_scratch_is_bit_identical_and_a_killed_run_re
     a = runs["first"] / "results/r"
     for k in ("second", "killed"):
         b = runs[k] / "results/r"
-        assert (a / "models/smp_unet_r18/fold0/model.safetensors").read_bytes() == (
-            b / "models/smp_unet_r18/fold0/model.safetensors"
+        assert (a / "models/smp_unet_r18/fold0/seed42/model.safetensors").read_bytes() == (
+            b / "models/smp_unet_r18/fold0/seed42/model.safetensors"
         ).read_bytes(), k
         for f in RESULT_FILES:
-            assert (a / "eval/smp_unet_r18/fold0" / f).read_bytes() == (
-                b / "eval/smp_unet_r18/fold0" / f
+            assert (a / "eval/smp_unet_r18/fold0/seed42" / f).read_bytes() == (
+                b / "eval/smp_unet_r18/fold0/seed42" / f
             ).read_bytes(), (k, f)
         assert (a / "splits.json").read_bytes() == (b / "splits.json").read_bytes()
     # what the results were computed from is recorded beside them

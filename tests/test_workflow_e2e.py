@@ -78,7 +78,7 @@ def test_workflow_end_to_end(tmp_path, camvid_subset):
     )
     models = ["smp_unet_r18", "tv_lraspp_mbv3", "mmseg_fastscnn"]
     for m in models:
-        assert np.load(exp / "eval" / m / "fold0" / "confusion.npy").sum() == expected
+        assert np.load(exp / "eval" / m / "fold0" / "seed42" / "confusion.npy").sum() == expected
 
     summary = pd.read_csv(exp / "summary.csv")
     assert sorted(summary["model"]) == sorted(models + ["ensemble_top2"])
@@ -104,6 +104,9 @@ def test_workflow_end_to_end(tmp_path, camvid_subset):
     first = html.index("<div class='verdict")
     assert first < html.index("<h2>") and f"<b>Use {sel['model']}</b>" in html[first : first + 400]
     assert "Against the runner-up:" in html and sel["verdict"] and sel["selected_on"] == "validation"
+    # one training seed: the report says the training noise was not measured, and no verdict says "better"
+    assert "training noise was not measured" in html and sel["n_seeds"] == 1
+    assert all(c["better"] is None for c in sel["comparisons"])
     for section in (
         "Paired comparisons on the test images",
         "Accuracy against latency",
@@ -112,7 +115,7 @@ def test_workflow_end_to_end(tmp_path, camvid_subset):
         assert section in html, section
     # an ensemble of the two best models is one more candidate, scored on the same images
     assert "ensemble_top2" in set(summary["model"])
-    ens = json.loads((exp / "models/ensemble_top2/fold0/ensemble.json").read_text())
+    ens = json.loads((exp / "models/ensemble_top2/fold0/seed42/ensemble.json").read_text())
     assert len(ens["members"]) == 2 and set(ens["members"]) <= set(models)
     # best/: the chosen model ready to use, its ONNX export checked against PyTorch on real images
     best = exp / "best"
@@ -181,9 +184,11 @@ def test_workflow_end_to_end(tmp_path, camvid_subset):
     out5 = r5.stdout + r5.stderr
     assert r5.returncode == 0, out5[-3000:]
     produced = [ln for ln in out5.splitlines() if ln.strip().startswith("output:")]  # what jobs would write
-    assert any("smp_unet_r18/fold0/model.safetensors" in ln for ln in produced)
+    assert any("smp_unet_r18/fold0/seed42/model.safetensors" in ln for ln in produced)
     assert not any(
-        f"{m}/fold0/model.safetensors" in ln for ln in produced for m in ("tv_lraspp_mbv3", "mmseg_fastscnn")
+        f"{m}/fold0/seed42/model.safetensors" in ln
+        for ln in produced
+        for m in ("tv_lraspp_mbv3", "mmseg_fastscnn")
     )
 
 
