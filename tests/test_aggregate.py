@@ -311,3 +311,27 @@ def test_bootstrap_ci_in_summary(tmp_path):
     (exp / "eval" / "b" / "fold0" / "seed0" / "confusion_per_image.npy").unlink()
     rows = {r["model"]: r for r in aggregate(exp, MODELS, 1, ds)["models"]}
     assert math.isnan(rows["b"]["mIoU_ci_low"])  # no per-image matrices: no interval, not a made-up one
+
+
+def test_models_that_learned_nothing_are_left_out_of_ensembles(tmp_path):
+    from segbench.ensemble import eligible_members, rank_members
+
+    exp, ds = _fake_experiment(
+        tmp_path,
+        val={"a": 0.7, "b": 0.5, "c": 0.6},
+        test={"a": 0.7, "b": 0.5, "c": 0.6},
+        params={"a": 10, "b": 5, "c": 3},
+        seeds=(1, 2),
+    )
+    for s in (1, 2):  # b: the majority class everywhere, on every seed
+        np.save(
+            exp / "eval" / "b" / "fold0" / f"seed{s}" / "val_confusion.npy", np.array([[1000, 0], [1000, 0]])
+        )
+    members, left_out = eligible_members(exp, ["a", "b", "c"], 1, [1, 2], 0, ["bg", "fg"], 0.01)
+    assert members == ["a", "c"] and set(left_out) == {"b"} and "predicts only 'bg'" in left_out["b"]
+    assert [n for n, _ in rank_members(exp, members, 1, [1, 2])] == ["a", "c"]
+    # a model just at the baseline (validation mIoU within the margin of always predicting bg) is out too
+    np.save(exp / "eval" / "c" / "fold0" / "seed1" / "val_confusion.npy", np.array([[1000, 0], [990, 10]]))
+    np.save(exp / "eval" / "c" / "fold0" / "seed2" / "val_confusion.npy", np.array([[1000, 0], [990, 10]]))
+    members, left_out = eligible_members(exp, ["a", "b", "c"], 1, [1, 2], 0, ["bg", "fg"], 0.01)
+    assert members == ["a"] and "no better than always predicting 'bg'" in left_out["c"]
