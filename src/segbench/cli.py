@@ -392,7 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("predict", help="segment images with a trained model: index masks and overlays")
     s.add_argument("images", nargs="+", help="image files and/or folders")
-    s.add_argument("--model", required=True, help="results/<experiment>/best, or models/<model>/fold<k>")
+    s.add_argument(
+        "--model", required=True, help="results/<experiment>/best, or models/<model>/fold<k>/seed<s>"
+    )
     s.add_argument(
         "-o", "--output", required=True, help="output folder (or, for one image, the mask's .png path)"
     )

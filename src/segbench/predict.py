@@ -1,7 +1,7 @@
 """``segbench predict``: a trained model + images -> index masks and colour overlays.
 
 The model is a folder holding ``model.json`` and ``model.safetensors``: an experiment's ``best/``, or
-any ``models/<model>/fold<k>/``. Images are read by :func:`segbench.images.read_image`, the reader
+any ``models/<model>/fold<k>/seed<s>/``. Images are read by :func:`segbench.images.read_image`, the reader
 training and evaluation use: EXIF orientation applied; greyscale, palette, RGBA (alpha dropped) and
 CMYK images converted to RGB; 16- and 32-bit single-channel images refused with the fix, since the
 models were trained on 8-bit RGB.

@@ -136,7 +136,7 @@ def load_model_checkpoint(model: nn.Module, path: str | Path) -> dict[str, Any]:
     """Start a model from another segbench run's trained weights (``init_checkpoint``).
 
     ``path``: a ``model.safetensors`` file, or a folder holding one (``results/<exp>/best``,
-    ``results/<exp>/models/<model>/fold<k>``). Every tensor whose name and shape match is copied; the
+    ``results/<exp>/models/<model>/fold<k>/seed<s>``). Every tensor whose name and shape match is copied; the
     ones that differ, typically the classifier when the class count changed (CamVid's 11 classes,
     the grape photos' 2), keep their fresh initialisation and are listed in the result.
 
@@ -153,7 +153,8 @@ def load_model_checkpoint(model: nn.Module, path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise FileNotFoundError(
             f"init_checkpoint {p} not found: run the experiment that trains it first "
-            "(its models/<model>/fold<k>/model.safetensors or best/model.safetensors), or fix the path"
+            "(its models/<model>/fold<k>/seed<s>/model.safetensors or best/model.safetensors), or fix "
+            "the path"
         )
     state = load_state_dict_file(p)
     own = model.state_dict()

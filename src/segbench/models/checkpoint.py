@@ -39,7 +39,8 @@ def load_trained_model(ckpt_dir: str | Path, device: str = "cpu") -> tuple[torch
     ensemble, from the member folders its ``model.json`` lists).
 
     Args:
-        ckpt_dir: ``results/<experiment>/best``, ``results/<experiment>/models/<model>/fold<k>``, or a copy.
+        ckpt_dir: ``results/<experiment>/best``, ``results/<experiment>/models/<model>/fold<k>/seed<s>``,
+            or a copy.
         device: torch device string.
 
     Returns:

@@ -2,7 +2,7 @@
 
 The config is read from the files shipped inside the mmseg package (``mmseg/.mim/configs``), or
 from a folder the user trusts by name. An mmseg config is Python that mmengine executes, and a
-model folder (``best/model.json``, a DVC-pulled ``models/<m>/fold<k>``) names its config: so a
+model folder (``best/model.json``, a DVC-pulled ``models/<m>/fold<k>/seed<s>``) names its config: so a
 config outside the package is read only from a folder listed in ``$SEGBENCH_TRUSTED_MMSEG_CONFIGS``
 (folders separated by ``os.pathsep``); any other path, ``..`` escapes and links out included, is
 refused before anything runs. segbench then:

@@ -3,7 +3,7 @@
 ``logger.name``:
 
 * ``csv`` (default): Lightning's ``CSVLogger``, per-step training loss and per-epoch validation
-  numbers in ``results/<experiment>/logs/lightning/<model>/fold<k>/metrics.csv``;
+  numbers in ``results/<experiment>/logs/lightning/<model>/fold<k>/seed<s>/metrics.csv``;
 * ``tensorboard``: ``TensorBoardLogger`` into the same folder (``tensorboard --logdir
   results/<experiment>/logs/lightning``; needs ``tensorboard`` or ``tensorboardX``);
 * ``mlflow``: ``MLFlowLogger``, one MLflow experiment per segbench experiment and one run per
@@ -46,7 +46,7 @@ def build_logger(
         save_dir: the job's folder for CSV / TensorBoard logs.
         mlflow_store: the local MLflow file store (used when ``uri`` is not set).
         experiment: the segbench experiment (MLflow experiment name).
-        run_name: ``<model>/fold<k>`` (MLflow run name).
+        run_name: ``<model>/fold<k>/seed<s>`` (MLflow run name).
         params: hyper-parameters to record (the recipe and the model config).
 
     Raises:

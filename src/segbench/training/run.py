@@ -1,6 +1,7 @@
 """Train one model on one fold: load -> recipe -> data -> module -> resume -> fit -> write.
 
-Outputs in ``out_dir`` (``results/<experiment>/models/<model>/fold<k>``; :data:`segbench.layout.TRAIN_FILES`):
+Outputs in ``out_dir`` (``results/<experiment>/models/<model>/fold<k>/seed<s>``;
+:data:`segbench.layout.TRAIN_FILES`):
 
 * ``model.safetensors``: the weights of the epoch with the best validation mIoU (the last epoch
   when there is no validation set); ``last.safetensors``: the last epoch's;
