@@ -521,14 +521,14 @@ def _poly(label="thing", pts=((1, 1), (8, 1), (8, 8))):
 def _expect_error(tmp_path: Path, cfg: dict, *needles: str) -> str:
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
-    (out / "keep.txt").write_text("previous output")
+    (out / "dataset.json").write_text("previous output")  # an earlier conversion's output
     with pytest.raises(DatasetError) as exc:
         convert({"name": "bad", "ignore_index": 255, **cfg}, out)
     msg = str(exc.value)
     for n in needles:
         assert n in msg, msg
-    assert (out / "keep.txt").read_text() == "previous output"  # the old output is untouched
-    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    assert (out / "dataset.json").read_text() == "previous output"  # the old output is untouched
+    assert sorted(p.name for p in out.iterdir()) == ["dataset.json"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no temporary folder left
     return msg
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -175,9 +177,9 @@ def _cmd_convert(args):
     if args.format and args.config:
         cfg["format"] = args.format
     if args.classes:
-        cfg.update(classes_from_file(args.classes))
+        cfg.update(classes_from_file(args.classes, cfg.get("format")))
     cfg.setdefault("name", args.name or Path(out).name)
-    meta = convert(cfg, out)
+    meta = convert(cfg, out, force=args.force)
     print(
         f"converted {meta['num_images']} images ({len(meta['classes'])} classes: "
         + ", ".join(f"{c['id']}={c['name']}" for c in meta["classes"])
@@ -452,6 +454,9 @@ def _add_dataset_commands(sub) -> None:
     s.add_argument("--name", default=None, help="dataset name (default: OUT's folder name)")
     s.add_argument("--config", default=None, help="dataset config (JSON), as the workflow writes it")
     s.add_argument("--out", default=None, help="data/processed/<dataset>")
+    s.add_argument(
+        "--force", action="store_true", help="replace an existing output folder that holds other files"
+    )
     s.set_defaults(fn=_cmd_convert)
 
     s = sub.add_parser("validate", help="check a canonical dataset")
@@ -540,6 +545,10 @@ def _add_step_commands(sub) -> None:
     s.set_defaults(fn=_cmd_report)
 
 
+def _terminate(signum, frame):  # noqa: ARG001 (signal handler signature)
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``segbench`` console script; returns the exit code.
 
@@ -551,6 +560,10 @@ def main(argv: list[str] | None = None) -> int:
     from .report.check import ReportCheckError
 
     args = build_parser().parse_args(argv)
+    # SIGTERM (a scheduler's kill, Ctrl-C of a parent) unwinds like an exception, so every atomic
+    # writer removes its temporary folder or file instead of leaving it behind
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     # progress bars and logs reach a piped log (Snakemake's `| tee`) as they happen
     sys.stdout.reconfigure(line_buffering=True)
     if args.command == "import-raw" and args.src is None:

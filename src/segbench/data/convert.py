@@ -134,15 +134,19 @@ def list_sources(cfg: dict[str, Any]) -> list[str]:
         return []
 
 
-def classes_from_file(path: str | Path) -> dict[str, Any]:
+def classes_from_file(path: str | Path, fmt: str | None = None) -> dict[str, Any]:
     """Dataset config keys from a label list file (see :func:`~.importers.common.read_class_file`):
-    ``classes`` with ids in file order (background first when the file names it), ``background``
-    and ``ignore_labels``."""
+    ``classes`` with ids in file order, ``background`` and ``ignore_labels``.
+
+    For annotation formats that draw shapes (LabelMe, COCO, CVAT), unlabelled pixels are background:
+    a "background" class is put first when the file names none. For mask formats (``masks``,
+    ``palette``) the pixel values are the classes, so the file's names are the classes, id = position,
+    and no class is added (0/255 masks with two names read as those two classes, 0 and 1)."""
     names, ignore = read_class_file(path)
     from .importers.common import BACKGROUND_NAMES
 
     bg = next((i for i, n in enumerate(names) if n in BACKGROUND_NAMES), None)
-    if bg is None:
+    if bg is None and normalise_format(fmt) not in MASK_FORMATS:
         names = ["background", *names]
         bg = 0
     return {
@@ -276,7 +280,52 @@ def _dataset_meta(cfg, fmt: str, name: str, table: ClassTable, dtype, manifest, 
     }
 
 
-def convert(cfg: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
+#: formats whose pixel values are the classes (a label list names them; nothing is added)
+MASK_FORMATS = ("masks", "palette")
+#: what segbench itself writes into a dataset folder: a folder holding only these may be replaced
+DATASET_ENTRIES = frozenset({"dataset.json", "validation.json", "images", "masks"})
+
+
+def check_output_folder(cfg: dict[str, Any], out_dir: str | Path, force: bool = False) -> None:
+    """Refuse an output folder whose replacement would destroy the user's files.
+
+    Conversion replaces ``out_dir`` whole. It is refused when it is the source, lies inside it or
+    holds it (``root`` or any file the importer reads), is not a folder, or is a non-empty folder with
+    anything segbench did not write there (:data:`DATASET_ENTRIES`) unless ``force``.
+
+    Raises:
+        DatasetError: naming both paths and the fix.
+    """
+    out = Path(out_dir).resolve()
+    sources = [Path(cfg["root"])] if cfg.get("root") else []
+    sources += [Path(p) for p in list_sources(cfg)[:1000]]
+    for src in sources:
+        s = src.resolve()
+        if s == out or out in s.parents or s in out.parents:
+            raise DatasetError(
+                [
+                    f"{out_dir}: the output folder overlaps the source {src} (conversion replaces its "
+                    "output folder whole); choose an output folder outside the source, e.g. "
+                    f"data/processed/{cfg.get('name') or out.name}"
+                ]
+            )
+    if out.exists() and not out.is_dir():
+        raise DatasetError([f"{out_dir}: exists and is not a folder; choose a new output folder"])
+    if out.is_dir() and not force:
+        foreign = sorted(
+            p.name for p in out.iterdir() if p.name not in DATASET_ENTRIES and not p.name.startswith(".")
+        )
+        if foreign:
+            raise DatasetError(
+                [
+                    f"{out_dir}: exists and holds files segbench did not write ({', '.join(foreign[:5])}"
+                    f"{' ...' if len(foreign) > 5 else ''}); conversion replaces its output folder whole, "
+                    "so choose a new or empty folder, or pass --force to replace it"
+                ]
+            )
+
+
+def convert(cfg: dict[str, Any], out_dir: str | Path, force: bool = False) -> dict[str, Any]:
     """Build the canonical dataset from a dataset config.
 
     Args:
@@ -285,7 +334,9 @@ def convert(cfg: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
             formats that name their labels), ``ignore_index``, ``background``, ``label_map``,
             ``ignore_labels``, ``group_regex``, ``max_image_pixels`` and the format's own keys
             (see each importer's docstring).
-        out_dir: ``data/processed/<dataset>``; replaced atomically when the conversion succeeds.
+        out_dir: ``data/processed/<dataset>``; replaced atomically when the conversion succeeds
+            (:func:`check_output_folder` first refuses one that would destroy the user's files).
+        force: replace an existing folder that holds other files.
 
     Returns:
         The ``dataset.json`` content.
@@ -301,6 +352,7 @@ def convert(cfg: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
     importer = get_importer(fmt)
     name = cfg.get("name") or "dataset"
     problems = Problems()
+    check_output_folder(cfg, out_dir, force)
     out_dir = Path(out_dir)
     with _pixel_limit(cfg.get("max_image_pixels")):
         table = _class_table(cfg, importer, fmt)

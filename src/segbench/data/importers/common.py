@@ -118,6 +118,8 @@ def read_class_file(path: str | Path) -> tuple[list[str], list[str]]:
         data = yaml.safe_load(text) or []
         if isinstance(data, dict):
             data = data.get("classes", [])
+        if data and all(isinstance(i, dict) and "id" in i for i in data):
+            data = sorted(data, key=lambda i: int(i["id"]))  # a table with ids: id order
         for item in data:
             if isinstance(item, dict):
                 if item.get("ignore"):
