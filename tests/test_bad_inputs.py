@@ -1,8 +1,8 @@
 """Bad input through the command line, as a user meets it: the exit code, a message naming the file,
 no temporary folder left behind, the user's files unchanged and a previous output intact.
 
-Cases so far (issue 15): output folders that would destroy user files (5), 0/255 masks named by a
-label list without a background class (3), SIGTERM during a conversion (1)."""
+Cases so far (issue 15): output folders that would destroy user files (5), 0/255 masks named
+without a background class, by a label list or a dataset config (4), SIGTERM during a conversion (1)."""
 
 import hashlib
 import os
@@ -149,3 +149,24 @@ def test_sigterm_during_a_conversion_leaves_no_temporary_folder(tmp_path):
     os.kill(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     assert not _temps(tmp_path) and not out.exists()
+
+
+def test_binary_masks_with_two_classes_in_a_dataset_config(tmp_path):
+    import json
+
+    from segbench.data.convert import convert
+
+    src = _binary_masks(tmp_path / "src")
+    cfg = {
+        "name": "cells",
+        "format": "masks",
+        "root": str(src),
+        "ignore_index": 255,
+        "background": None,
+        "classes": [{"id": 0, "name": "membrane"}, {"id": 1, "name": "cell"}],
+    }
+    convert(cfg, tmp_path / "out")
+    meta = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    assert [c["name"] for c in meta["classes"]] == ["membrane", "cell"]
+    mask = np.asarray(Image.open(tmp_path / "out" / meta["manifest"]["s1"]["mask"]))
+    assert set(np.unique(mask)) == {0, 1} and int((mask == 1).sum()) == 16
