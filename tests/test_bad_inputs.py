@@ -170,3 +170,20 @@ def test_binary_masks_with_two_classes_in_a_dataset_config(tmp_path):
     assert [c["name"] for c in meta["classes"]] == ["membrane", "cell"]
     mask = np.asarray(Image.open(tmp_path / "out" / meta["manifest"]["s1"]["mask"]))
     assert set(np.unique(mask)) == {0, 1} and int((mask == 1).sum()) == 16
+
+
+def test_a_class_with_the_ignore_index_id_is_refused(tmp_path, capsys):
+    import json
+
+    src = _binary_masks(tmp_path / "src")
+    cfg = {
+        "name": "cracks",
+        "format": "masks",
+        "root": str(src),
+        "ignore_index": 255,
+        "classes": [{"id": 0, "name": "background"}, {"id": 255, "name": "crack"}],
+    }
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    code, err = _convert(capsys, "--config", tmp_path / "cfg.json", "--out", tmp_path / "out")
+    assert code == 2 and "class 'crack' has id 255" in err and "dataset.ignore_index" in err
+    assert not (tmp_path / "out").exists() and not _temps(tmp_path)

@@ -181,6 +181,16 @@ class ClassTable:
         ignore_index = int(cfg.get("ignore_index", 255))
         if cfg.get("classes"):
             classes = cfg["classes"]
+            clash = [c["name"] for c in classes if int(c["id"]) == ignore_index]
+            if clash:
+                raise DatasetError(
+                    [
+                        f"dataset.classes: class '{clash[0]}' has id {ignore_index}, the same as "
+                        "dataset.ignore_index, so its pixels would be ignored in training and never "
+                        "scored; give the class another id, or set dataset.ignore_index to an id no "
+                        "class uses"
+                    ]
+                )
             bg = cfg.get("background")
             if bg is None:
                 bg = next((int(c["id"]) for c in classes if c["name"] in BACKGROUND_NAMES), None)
