@@ -85,6 +85,13 @@ def test_a_folder_with_user_files_is_not_replaced_without_force(tmp_path, capsys
     code, err = _convert(capsys, *args, src, out)
     assert code == 2 and str(out) in err and "annotations.json" in err and "--force" in err
     assert (out / "annotations.json").read_text() == '{"precious": true}' and not _temps(tmp_path)
+    # a hidden folder of the user's (a .git) counts as theirs too
+    (out / "annotations.json").unlink()
+    (out / ".git").mkdir()
+    (out / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    code, err = _convert(capsys, *args, src, out)
+    assert code == 2 and ".git" in err and (out / ".git" / "HEAD").is_file()
+    (out / "annotations.json").write_text('{"precious": true}')
     # asked for explicitly, it is replaced
     assert _convert(capsys, *args, src, out, "--force")[0] == 0
     assert (out / "dataset.json").is_file() and not (out / "annotations.json").exists()

@@ -313,7 +313,9 @@ def check_output_folder(cfg: dict[str, Any], out_dir: str | Path, force: bool = 
         raise DatasetError([f"{out_dir}: exists and is not a folder; choose a new output folder"])
     if out.is_dir() and not force:
         foreign = sorted(
-            p.name for p in out.iterdir() if p.name not in DATASET_ENTRIES and not p.name.startswith(".")
+            p.name
+            for p in out.iterdir()
+            if p.name not in DATASET_ENTRIES  # hidden ones too (.git)
         )
         if foreign:
             raise DatasetError(
