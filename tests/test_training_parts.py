@@ -61,8 +61,11 @@ def test_unknown_keys_and_refused_combinations_say_what_to_change():
 
 
 def test_placement_on_the_cpu():
-    p = Placement.of(_recipe(device="cpu"))
-    assert (p.accelerator, p.world_size, p.precision) == ("cpu", 1, "32-true")
+    from segbench.device import auto_precision
+
+    p = Placement.of(_recipe(device="cpu"))  # precision auto: bf16-mixed where the CPU computes bf16
+    assert (p.accelerator, p.world_size, p.precision) == ("cpu", 1, auto_precision("cpu"))
+    assert p.precision in ("bf16-mixed", "32-true")
     p = Placement.of(_recipe(device="cpu", devices=2))
     assert p.world_size == 2 and p.trainer_kwargs()["strategy"] == "ddp"
 

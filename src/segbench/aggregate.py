@@ -16,7 +16,7 @@ Outputs in ``results/<experiment>/``:
   mIoU_ci_images_low, mIoU_ci_images_high,
   sd_seed, sd_fold, sd_image, p_rank1, learned_nothing, never_predicted, mIoU_image_avg,
   time_ms_median, time_ms_p95, peak_gpu_memory_mib, peak_memory_mb, epoch_time_s, train_time_s,
-  val_score, selectable, violations, pareto``.
+  precision, memory_format (of training; empty for an ensemble), val_score, selectable, violations, pareto``.
 
   ``val_mIoU``/``val_score`` come from the validation images pooled over folds and seeds; the other
   metric columns are dataset-level on the test split, averaged over folds and seeds
@@ -259,7 +259,16 @@ def _summary_row(c: Candidate, n_folds: int) -> dict[str, Any]:
         "peak_memory_mb": _nanmax(f("peak_memory_mb")),
         "epoch_time_s": float(np.mean([t["epoch_time_s_median"] for t in c.train])),
         "train_time_s": float(np.sum([t["wall_time_s"] for t in c.train])),
+        # how it trained (the same precision for every candidate unless a model's own train: block
+        # changed it); an ensemble has no training of its own
+        "precision": ",".join(sorted({str(t["precision"]) for t in c.train if t.get("precision")})),
+        "memory_format": ",".join(
+            sorted({_MEMORY_FORMAT[bool(t["channels_last"])] for t in c.train if "channels_last" in t})
+        ),
     }
+
+
+_MEMORY_FORMAT = {True: "channels-last", False: "NCHW"}
 
 
 def _selection_input(c: Candidate) -> dict[str, Any]:

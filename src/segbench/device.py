@@ -18,6 +18,9 @@ __all__ = [
     "reset_peak_memory",
     "peak_memory_mb",
     "peak_gpu_memory_mib",
+    "cpu_has_bf16",
+    "auto_precision",
+    "usable_cpus",
 ]
 
 
@@ -76,3 +79,48 @@ def peak_memory_mb(device: str) -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively: AVX-512 BF16 (Intel Cooper Lake and later, AMD
+    Zen 4 and later) or AMX (Intel Sapphire Rapids and later), as PyTorch's CPU dispatcher detects them
+    (``torch.cpu._is_avx512_bf16_supported`` / ``_is_amx_tile_supported``). On a CPU without them,
+    bf16 autocast is emulated and slower than float32."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def auto_precision(accelerator: str) -> str:
+    """Lightning precision for ``train.precision=auto`` on ``accelerator`` (``gpu``, ``cpu``, ``mps``).
+
+    * GPU: ``bf16-mixed`` where the GPU supports bfloat16 (compute capability 8.0 and later:
+      ``torch.cuda.is_bf16_supported``), else ``16-mixed`` (float16 autocast with a gradient scaler);
+    * CPU: ``bf16-mixed`` (bfloat16 autocast, weights and optimiser state stay float32) on CPUs with
+      AVX-512 BF16 or AMX (:func:`cpu_has_bf16`), else ``32-true``;
+    * anything else: ``32-true``.
+
+    It depends on the machine only, never on the model: every candidate of a comparison trains at
+    the same precision. The choice is recorded in each ``train_meta.json`` and in the report.
+    """
+    if accelerator == "gpu":
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    if accelerator == "cpu":
+        return "bf16-mixed" if cpu_has_bf16() else "32-true"
+    return "32-true"
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on: its affinity mask (what ``taskset``, cgroups' cpusets and
+    SLURM's ``--cpus-per-task`` leave it; ``os.sched_getaffinity``), capped by ``SLURM_CPUS_PER_TASK``
+    when set; ``os.cpu_count()`` where affinity is unknown (macOS, Windows)."""
+    import os
+
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        n = min(n, int(slurm))
+    return max(1, n)

@@ -53,6 +53,8 @@ SUMMARY_COLUMNS = {
     "time_ms_p95": "ms / image (p95)",
     "peak_memory_mb": "peak memory MB",
     "epoch_time_s": "s / epoch",
+    "precision": "training precision",
+    "memory_format": "memory format",
     "violations": "not selectable",
 }
 

@@ -1,5 +1,5 @@
 """Lightning callbacks of a segbench training job: the history and best weights, the random states,
-and the resumable checkpoint written after every epoch.
+and the resumable checkpoint (after the first epoch, then every ``train.checkpoint_every_min``).
 
 Each keeps its own state through Lightning's ``Callback.state_dict`` / ``load_state_dict``, so one
 ``trainer.save_checkpoint`` holds everything an exact resume needs, and ``trainer.fit(ckpt_path=...)``
@@ -23,7 +23,7 @@ from ..metrics import mean_iou
 from ..records import write_history
 from .runtime import lightning
 
-__all__ = ["History", "RandomStates", "ResumeCheckpoint", "RESUME_STATE_KEY"]
+__all__ = ["History", "RandomStates", "ResumeCheckpoint", "AtomicCheckpointIO", "RESUME_STATE_KEY"]
 
 L = lightning()
 
@@ -71,7 +71,11 @@ class History(L.Callback):
         score = miou if self.has_val else row["epoch"]
         if self.best_score is None or (not math.isnan(score) and score > self.best_score):
             self.best_score, self.best_epoch = score, row["epoch"]
-            self.best_state = {k: v.detach().cpu().clone() for k, v in pl_module.model.state_dict().items()}
+            # contiguous: a channels-last weight is copied in PyTorch's default layout (safetensors needs it)
+            self.best_state = {
+                k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
+                for k, v in pl_module.model.state_dict().items()
+            }
         if trainer.is_global_zero:
             write_history(self.out_dir, self.rows)
 
@@ -152,26 +156,77 @@ class RandomStates(L.Callback):
 
 
 class ResumeCheckpoint(L.Callback):
-    """Writes Lightning's checkpoint to ``path`` after every epoch (after validation and the history
-    row), atomically: a temporary file renamed into place, so a kill during the write leaves the
-    previous checkpoint intact. Its state is the job's fingerprint
-    (:func:`segbench.training.resume.fingerprint`):
-    a checkpoint is resumed only by the same job."""
+    """Writes Lightning's checkpoint to ``path`` (every state an exact resume needs: weights, optimiser,
+    schedule, loops, the callbacks' own states) after the first epoch, then after every epoch that ends
+    ``every_min`` minutes or more after the last write, and never after the last epoch (the job's outputs
+    are written then). A kill therefore costs at most ``every_min`` minutes of training plus the epoch
+    running; the first epoch's write shows early that the folder is writable. ``every_min=0`` writes
+    after every epoch.
+
+    The write goes through the trainer's checkpoint IO (:class:`AtomicCheckpointIO`, wrapped in
+    Lightning's ``AsyncCheckpointIO`` by :func:`segbench.training.run.train_model`): the tensors are
+    copied at the end of the epoch, written by a background thread to a temporary file and renamed
+    into place, so training goes on during the write and a kill never leaves a half-written checkpoint.
+    Its state is the job's fingerprint (:func:`segbench.training.resume.fingerprint`): a checkpoint is
+    resumed only by the same job.
+
+    Args:
+        path: ``lightning/last.ckpt`` of the job's folder.
+        fingerprint: the job's fingerprint.
+        every_min: minutes between writes (``train.checkpoint_every_min``).
+
+    Attributes:
+        writes: checkpoints written by this run (recorded in ``train_meta.json``).
+    """
 
     state_key = RESUME_STATE_KEY
 
-    def __init__(self, path: Path, fingerprint: str):
-        self.path, self.fingerprint = Path(path), fingerprint
+    def __init__(self, path: Path, fingerprint: str, every_min: float = 0.0):
+        self.path, self.fingerprint, self.every_min = Path(path), fingerprint, float(every_min)
+        self.writes = 0
+        self._last_write: float | None = None
 
     def on_train_epoch_end(self, trainer, pl_module):
+        now = time.monotonic()
+        due = self._last_write is None or now - self._last_write >= 60.0 * self.every_min
+        if not due or _is_last_epoch(trainer):
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        trainer.save_checkpoint(str(tmp))  # every process calls it; the first one writes
-        if trainer.is_global_zero:
-            os.replace(tmp, self.path)
+        # every process calls it (a collective under DDP); the first one writes
+        trainer.save_checkpoint(str(self.path), weights_only=not _SAVE_FULL_STATE)
+        self._last_write, self.writes = now, self.writes + 1
 
     def state_dict(self) -> dict[str, Any]:
         return {"fingerprint": self.fingerprint}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+
+#: ``Trainer.save_checkpoint(weights_only=...)`` is about *saving*: the resume checkpoint holds the
+#: optimiser, loops and callbacks too (loading it is always ``torch.load(weights_only=True)``)
+_SAVE_FULL_STATE = True
+
+
+def _is_last_epoch(trainer) -> bool:
+    """Whether the epoch ending now is the run's last: ``max_epochs`` or ``max_steps`` reached, or
+    early stopping has decided to stop (EarlyStopping runs before this callback)."""
+    if trainer.should_stop:
+        return True
+    if trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps:
+        return True
+    return trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
+
+
+class AtomicCheckpointIO(L.pytorch.plugins.TorchCheckpointIO):
+    """Lightning's ``TorchCheckpointIO`` that writes to a temporary file beside the target and renames
+    it into place (``os.replace``, atomic on POSIX file systems): a reader, or a run killed during the
+    write, sees the previous complete checkpoint or the new one, never part of one. Loading is
+    Lightning's (``torch.load``; segbench passes ``weights_only=True``)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(checkpoint, tmp)
+        os.replace(tmp, path)

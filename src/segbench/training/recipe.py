@@ -51,9 +51,18 @@ class TrainRecipe:
         class_weights: None, ``median_frequency`` or C numbers (cross-entropy term).
         grad_clip: gradient-norm clipping, or None.
         bn_momentum: every BatchNorm layer's momentum (None keeps each library's own).
-        precision: Lightning precision; ``auto`` = ``16-mixed`` on a GPU, ``32-true`` on the CPU.
+        precision: Lightning precision (``32-true``, ``bf16-mixed``, ``16-mixed``); ``auto`` picks it
+            from the machine alone (:func:`segbench.device.auto_precision`: ``bf16-mixed`` on CPUs
+            with AVX-512 BF16 or AMX and on GPUs with bfloat16, ``16-mixed`` on older GPUs,
+            ``32-true`` otherwise), so every candidate of a comparison gets the same.
+        channels_last: ``auto`` | True | False: the memory format
+            (:func:`segbench.training.memory_format.channels_last_for`).
+        checkpoint_every_min: minutes between resume checkpoints (after the first epoch, then at the
+            first epoch end this long after the last write; 0 = every epoch):
+            :class:`segbench.training.callbacks.ResumeCheckpoint`.
         devices: processes of one training job (DDP when > 1).
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes, or ``auto``
+            (:func:`segbench.training.threads.cpu_plan`: from the cores the job is given).
         seed: the training seed (weights init, data order, augmentation); one job per seed of ``train.seeds``.
         device: segbench's device setting (:func:`segbench.device.resolve_device`).
         lr_find: the range test's options.
@@ -79,8 +88,10 @@ class TrainRecipe:
     grad_clip: float | None = None
     bn_momentum: float | None = 0.1
     precision: str = "auto"
+    channels_last: bool | str = "auto"
+    checkpoint_every_min: float = 10.0
     devices: int = 1
-    num_workers: int = 0
+    num_workers: int | str = 0
     seed: int = 0
     device: str = "auto"
     lr_find: LRFindOptions = field(default_factory=LRFindOptions)
@@ -115,8 +126,10 @@ class TrainRecipe:
         if "lr_find" in kw:
             kw["lr_find"] = LRFindOptions(**(kw["lr_find"] or {}))
         for k in ("epochs", "batch_size", "warmup_epochs", "freeze_epochs", "devices", "num_workers", "seed"):
-            if k in kw:
+            if k in kw and not (k == "num_workers" and kw[k] == "auto"):
                 kw[k] = int(kw[k])
+        if "checkpoint_every_min" in kw:
+            kw["checkpoint_every_min"] = float(kw["checkpoint_every_min"])
         if isinstance(kw.get("lr"), (int, float)):
             kw["lr"] = float(kw["lr"])
         return cls(**kw)
@@ -171,7 +184,8 @@ class Placement:
 
     @classmethod
     def of(cls, recipe: TrainRecipe) -> Placement:
-        """Resolve ``recipe.device`` / ``devices`` / ``precision``.
+        """Resolve ``recipe.device`` / ``devices`` / ``precision`` (``auto``:
+        :func:`segbench.device.auto_precision`).
 
         Raises:
             ValueError: DDP asked for on one named GPU (``device=cuda:K`` with ``devices > 1``).
@@ -193,7 +207,9 @@ class Placement:
             devices = world = recipe.devices
         precision = recipe.precision
         if precision == "auto":
-            precision = "16-mixed" if accelerator == "gpu" else "32-true"
+            from ..device import auto_precision
+
+            precision = auto_precision(accelerator)
         return cls(accelerator, devices, world, precision)
 
     def trainer_kwargs(self) -> dict[str, Any]:

@@ -18,6 +18,7 @@ Outputs in ``out_dir`` (``results/<experiment>/models/<model>/fold<k>/seed<s>``;
 from __future__ import annotations
 
 import copy
+import dataclasses
 import platform
 import sys
 import time
@@ -33,14 +34,16 @@ from ..losses import build_loss, resolve_class_weights
 from ..models import count_parameters, create_model
 from ..models.checkpoint import save_weights
 from ..records import DatasetMeta, fold_ids, read_dataset, read_splits, write_model_info, write_train_meta
-from .callbacks import History, RandomStates, ResumeCheckpoint
+from .callbacks import AtomicCheckpointIO, History, RandomStates, ResumeCheckpoint
 from .data import SegmentationDataModule
 from .loggers import build_logger
 from .lr_finder import find_lr_once
+from .memory_format import channels_last_for
 from .module import SegmentationModule, set_bn_momentum
 from .recipe import Placement, TrainRecipe, effective_train_config
 from .resume import fingerprint, prepare_resume
 from .runtime import lightning
+from .threads import CpuPlan, cpu_plan
 
 __all__ = ["train_model"]
 
@@ -67,7 +70,9 @@ def train_model(
             :class:`.TrainRecipe`.
         augment_cfg: the augmentation recipe (see ``config/augment/``).
         out_dir: ``results/<experiment>/models/<model>/fold<k>/seed<s>``.
-        threads: CPU threads for torch (default: torch's own choice).
+        threads: the CPU cores the job is given (default: those this process may run on);
+            :func:`segbench.training.threads.cpu_plan` splits them between PyTorch's threads and the
+            DataLoader workers.
         logger_cfg: experiment tracking (:mod:`segbench.training.loggers`); None = no logger.
 
     Returns:
@@ -79,14 +84,16 @@ def train_model(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if threads:
-        torch.set_num_threads(int(threads))
     # load: the dataset and this fold's ids
     meta, ids = read_dataset(dataset_json), fold_ids(read_splits(splits_json), fold, splits_json)
     # recipe: the experiment's with the model's own keys on top, typed and checked
     recipe_cfg = effective_train_config(train_cfg, model_cfg)
     recipe = TrainRecipe.from_dict(recipe_cfg)
     placement = Placement.of(recipe)
+    # cores: PyTorch's threads and the loader's workers from what the job is given
+    cpus = cpu_plan(threads, recipe.num_workers, placement.accelerator)
+    cpus.apply()
+    recipe = dataclasses.replace(recipe, num_workers=cpus.num_workers)
     lightning().seed_everything(recipe.seed, workers=True, verbose=False)
     data = SegmentationDataModule(Path(dataset_json).parent, meta, ids, augment_cfg, recipe, placement)
     # resume: the checkpoint of the same job, when one was interrupted
@@ -96,8 +103,10 @@ def train_model(
     resume_from = None if resumed is None else str(ckpt)
     # module: network, loss, lr (found once when lr=find), optimiser and schedule
     run = _training_run(out_dir, fold, model_cfg, augment_cfg, meta, recipe, placement, data, job, resumed)
+    run.cpus = cpus
     logger = _logger(logger_cfg, out_dir, fold, model_cfg, run.recipe)
-    trainer = _trainer(run, [ResumeCheckpoint(ckpt, job)], logger)
+    run.resume_checkpoint = ResumeCheckpoint(ckpt, job, recipe.checkpoint_every_min)
+    trainer = _trainer(run, [run.resume_checkpoint], logger)
     t0 = time.perf_counter()
     trainer.fit(run.module, datamodule=data, ckpt_path=resume_from, weights_only=True)  # fit
     run.wall_time_s = time.perf_counter() - t0
@@ -123,6 +132,10 @@ class TrainingRun:
     resumed_after_epoch: int | None
     lr_find: dict[str, Any] | None
     class_weights: np.ndarray | None
+    channels_last: bool = False
+    channels_last_reason: str = ""
+    cpus: CpuPlan | None = None
+    resume_checkpoint: ResumeCheckpoint | None = None
     wall_time_s: float = 0.0
 
 
@@ -134,10 +147,11 @@ def _training_run(
     set_bn_momentum(model, recipe.bn_momentum)
     class_weights = resolve_class_weights(recipe.class_weights, data.root, meta, data.ids["train"])
     loss_fn = build_loss(recipe.loss, ignore_index=int(meta["ignore_index"]), class_weights=class_weights)
+    channels_last, cl_reason = channels_last_for(recipe.channels_last, model_cfg)
 
     def make_module(net: torch.nn.Module, rec: TrainRecipe) -> SegmentationModule:
         n_classes, ignore = len(meta["classes"]), int(meta["ignore_index"])
-        return SegmentationModule(net, loss_fn, rec, n_classes, ignore, data.steps_per_epoch())
+        return SegmentationModule(net, loss_fn, rec, n_classes, ignore, data.steps_per_epoch(), channels_last)
 
     lr_found = None
     if recipe.lr == "find":
@@ -146,7 +160,7 @@ def _training_run(
     history = History(out_dir, has_val=data.has_val)
     return TrainingRun(
         out_dir, fold, model_cfg, augment_cfg, meta, recipe, placement, data, make_module(model, recipe),
-        history, resumed, lr_found, class_weights,
+        history, resumed, lr_found, class_weights, channels_last, cl_reason,
     )  # fmt: skip
 
 
@@ -212,8 +226,8 @@ def _trainer(run: TrainingRun, extra_callbacks: list[Any], logger):
         run.history,
         _progress_bar(),
         RandomStates(data),
+        *_early_stopping(recipe, data),  # before the checkpoint: it knows when an epoch is the last
         *extra_callbacks,
-        *_early_stopping(recipe, data),
     ]
     if logger:  # the learning rate of each parameter group, per epoch, into the tracking logger
         callbacks.append(lightning().pytorch.callbacks.LearningRateMonitor(logging_interval="epoch"))
@@ -230,13 +244,18 @@ def _trainer(run: TrainingRun, extra_callbacks: list[Any], logger):
         enable_model_summary=False,
         # the training loss into the tracking logger every 50 steps, at least once an epoch
         log_every_n_steps=max(1, min(50, data.steps_per_epoch())),
+        # the resume checkpoint is copied at the epoch's end and written while training goes on
+        plugins=[lightning().pytorch.plugins.AsyncCheckpointIO(AtomicCheckpointIO())],
         **run.placement.trainer_kwargs(),
     )
 
 
 def _write_outputs(run: TrainingRun, trainer) -> dict[str, Any]:
     """Write the weights (best and last), ``model.json`` and ``train_meta.json``; return the latter."""
-    last = {k: v.detach().cpu() for k, v in run.module.model.state_dict().items()}
+    last = {
+        k: v.detach().cpu().contiguous()  # channels-last weights in the default layout (safetensors)
+        for k, v in run.module.model.state_dict().items()
+    }
     # model.safetensors: the best epoch on the validation mIoU (the last one without validation)
     save_weights(run.out_dir / "model.safetensors", run.history.best_state or last)
     save_weights(run.out_dir / "last.safetensors", last)
@@ -298,7 +317,12 @@ def _train_meta(run: TrainingRun, trainer) -> dict[str, Any]:
         "val_pixels": int(run.module.val_confusion_matrix.sum()) if has_val else 0,
         "strategy": type(trainer.strategy).__name__,
         "precision": run.placement.precision,
+        "channels_last": run.channels_last,
+        "channels_last_reason": run.channels_last_reason,
         "threads": torch.get_num_threads(),
+        "cpus": run.cpus.as_dict() if run.cpus else None,
+        "checkpoint_every_min": float(recipe.checkpoint_every_min),
+        "checkpoints_written": run.resume_checkpoint.writes if run.resume_checkpoint else None,
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,

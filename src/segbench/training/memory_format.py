@@ -1,0 +1,51 @@
+"""Which memory format a model trains in: ``train.channels_last`` (``auto`` | ``true`` | ``false``).
+
+Channels-last (NHWC strides) holds the same values as PyTorch's default NCHW layout; oneDNN's (CPU)
+and cuDNN's (GPU) convolutions are faster on it for most convolutional networks, while some models
+are slower on it or break (a ``view`` of a permuted tensor). So ``auto`` turns it on only for the
+models measured faster in it, :data:`CHANNELS_LAST_FASTER` (``bench/bench_memory_format.py``: one
+training step, batch 8 at 160x224, 2 cores of an Intel Xeon with AMX), and keeps NCHW for every other
+model, which the report and ``train_meta.json`` say. ``true`` forces it on for every model, ``false``
+off; a model's own ``train: {channels_last: true}`` turns it on for that model only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["CHANNELS_LAST_FASTER", "channels_last_for"]
+
+#: zoo model (``config/model/<name>.yaml``) -> images/s of a training step, NCHW -> channels-last,
+#: at bf16-mixed and at 32-true (bench/bench_memory_format.py)
+CHANNELS_LAST_FASTER: dict[str, str] = {
+    "smp_unet_r18": "bf16 17.2 -> 20.7, fp32 8.7 -> 10.0 images/s",
+    "tv_lraspp_mbv3": "bf16 18.2 -> 18.9, fp32 17.9 -> 20.5 images/s",
+    "mmseg_segformer_b0": "bf16 13.2 -> 16.5, fp32 10.2 -> 10.2 images/s",
+}
+
+
+def channels_last_for(setting: Any, model_cfg: dict[str, Any]) -> tuple[bool, str]:
+    """Resolve ``train.channels_last`` for one model.
+
+    Args:
+        setting: ``"auto"``, True or False (the effective recipe's value, the model's own ``train:``
+            block included).
+        model_cfg: the model's config; its ``name`` is looked up in :data:`CHANNELS_LAST_FASTER`.
+
+    Returns:
+        ``(channels_last, reason)``; the reason is recorded in ``train_meta.json``.
+
+    Raises:
+        ValueError: any other setting (names the allowed values).
+    """
+    if setting is True or setting is False:
+        return bool(setting), f"train.channels_last={str(setting).lower()}"
+    if setting != "auto":
+        raise ValueError(f"train.channels_last={setting!r}; allowed: auto, true, false")
+    name = model_cfg.get("name")
+    if name in CHANNELS_LAST_FASTER:
+        return True, f"auto: {name} trains faster in channels-last ({CHANNELS_LAST_FASTER[name]})"
+    return False, (
+        f"auto: {name} keeps NCHW (not measured in channels-last: bench/bench_memory_format.py {name}; "
+        "train.channels_last=true forces it)"
+    )

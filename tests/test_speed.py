@@ -1,0 +1,163 @@
+"""Training at the speed of the hardware: the precision and memory format ``auto`` picks, the cores
+plan, the resume checkpoint's cadence and atomic write, and the float32 loss under autocast."""
+
+import json
+
+import pytest
+import torch
+
+from segbench import device
+from segbench.config import compose, job_configs
+from segbench.training.callbacks import AtomicCheckpointIO
+from segbench.training.memory_format import channels_last_for
+from segbench.training.recipe import Placement, TrainRecipe
+from segbench.training.threads import cpu_plan
+
+
+def _recipe(**keys):
+    return TrainRecipe.from_dict({**job_configs(compose([]))["train"], **keys})
+
+
+# ---------------------------------------------------------------- precision: from the machine only
+
+
+def test_auto_precision_is_bf16_on_cpus_that_compute_it_and_fp32_elsewhere(monkeypatch):
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: True)
+    assert Placement.of(_recipe(device="cpu")).precision == "bf16-mixed"
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: False)
+    assert Placement.of(_recipe(device="cpu")).precision == "32-true"
+    assert Placement.of(_recipe(device="cpu", precision="bf16-mixed")).precision == "bf16-mixed"  # as asked
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert device.auto_precision("gpu") == "bf16-mixed"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert device.auto_precision("gpu") == "16-mixed"
+    assert device.auto_precision("mps") == "32-true"
+
+
+def test_the_cpu_bf16_check_reads_what_torch_detects(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert device.cpu_has_bf16() is True
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert device.cpu_has_bf16() is False
+
+
+# ---------------------------------------------------------------- memory format
+
+
+def test_channels_last_auto_only_for_the_models_measured_faster_in_it(monkeypatch):
+    from segbench.training import memory_format
+
+    on, why = channels_last_for("auto", {"name": "smp_unet_r18"})
+    assert on is True and "faster in channels-last" in why
+    on, why = channels_last_for("auto", {"name": "my_net"})
+    assert on is False and "my_net keeps NCHW (not measured" in why
+    monkeypatch.setitem(memory_format.CHANNELS_LAST_FASTER, "my_net", "measured")
+    assert channels_last_for("auto", {"name": "my_net"})[0] is True
+    assert channels_last_for(True, {"name": "other"})[0] is True  # forced
+    assert channels_last_for(False, {"name": "smp_unet_r18"})[0] is False
+    with pytest.raises(ValueError, match="allowed: auto, true, false"):
+        channels_last_for("yes", {})
+
+
+# ---------------------------------------------------------------- cores
+
+
+def test_the_cores_plan_never_runs_more_threads_than_the_job_is_given(monkeypatch):
+    two = cpu_plan(2, "auto", "cpu")
+    assert (two.torch_threads, two.num_workers) == (2, 0)  # a worker would take a core from the convolutions
+    sixteen = cpu_plan(16, "auto", "cpu")
+    assert (sixteen.torch_threads, sixteen.num_workers) == (12, 4)
+    assert sixteen.torch_threads + sixteen.num_workers == 16
+    gpu = cpu_plan(8, "auto", "gpu")
+    assert (gpu.num_workers, gpu.torch_threads) == (7, 1)
+    assert cpu_plan(4, 3, "cpu").num_workers == 3  # a number is kept as it is
+    with pytest.raises(ValueError, match="give a number of workers or auto"):
+        cpu_plan(4, "many", "cpu")
+    # no --threads: the cores this process may use, SLURM's allocation included
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(32)))
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")
+    plan = cpu_plan(None, "auto", "cpu")
+    assert (plan.cores, plan.source) == (6, "affinity") and plan.torch_threads + plan.num_workers == 6
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    assert cpu_plan(None, 0, "cpu").cores == 32
+
+
+def test_the_recipe_accepts_auto_workers_and_refuses_a_bad_memory_format():
+    assert _recipe(num_workers="auto").num_workers == "auto"
+    assert _recipe(checkpoint_every_min=2).checkpoint_every_min == 2.0
+    from segbench.config import ConfigError
+
+    with pytest.raises(ConfigError, match="channels_last"):
+        compose(["train.channels_last=sometimes"])
+
+
+# ---------------------------------------------------------------- the loss under autocast
+
+
+def test_the_loss_is_float32_when_the_network_runs_in_bf16():
+    from segbench.losses import build_loss
+    from segbench.models.base import SegmentationModel
+    from segbench.training.module import SegmentationModule
+
+    conv = torch.nn.Conv2d(3, 4, 1)
+    net = SegmentationModel(conv, conv, "test")
+    loss_fn = build_loss({"ce": 1.0, "dice": 1.0}, ignore_index=255)
+    module = SegmentationModule(net, loss_fn, _recipe(), 4, 255, 1, channels_last=True)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    x, y = torch.randn(2, 3, 8, 8), torch.randint(0, 4, (2, 8, 8))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = module(module._input(x))
+        loss = module._loss(logits, y)
+    assert logits.dtype == torch.bfloat16 and loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(float(loss_fn(logits.float(), y)), abs=0)
+
+
+# ---------------------------------------------------------------- checkpoints: cadence and atomic write
+
+
+def test_an_interrupted_checkpoint_write_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    path = tmp_path / "lightning" / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"epoch": 1, "w": torch.ones(3)}, path)
+    before = path.read_bytes()
+
+    def dies_half_way(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt("killed during the write")
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"epoch": 2, "w": torch.zeros(3)}, path)
+    assert path.read_bytes() == before
+    assert torch.load(path, weights_only=True)["epoch"] == 1
+
+
+def test_bf16_channels_last_training_writes_the_checkpoint_at_its_cadence(tmp_path, processed):
+    """3 epochs: a checkpoint after epoch 1 only (10 minutes have not passed), in channels-last
+    strides; every epoch but the last with checkpoint_every_min=0; plain NCHW safetensors outputs."""
+    from safetensors.torch import load_file
+
+    from segbench.data.splits import make_splits
+    from segbench.training import train_model
+
+    jobs = job_configs(compose(["train.image_size=[64,64]", "train.epochs=3", "train.batch_size=4"]))
+    make_splits(processed, jobs["split"], tmp_path / "splits.json")
+    model_cfg = jobs["models"]["smp_unet_r18"]
+    for every, writes in ((10, 1), (0, 2)):
+        out = tmp_path / f"every{every}"
+        cfg = dict(jobs["train"], precision="bf16-mixed", channels_last=True, checkpoint_every_min=every)
+        info = train_model(
+            processed, tmp_path / "splits.json", 0, model_cfg, cfg, jobs["augment"], out, threads=2
+        )
+        assert info["checkpoints_written"] == writes and info["epochs"] == 3
+        assert info["precision"] == "bf16-mixed" and info["channels_last"] is True
+        assert json.loads((out / "train_meta.json").read_text())["cpus"]["cores"] == 2
+        ckpt = torch.load(out / "lightning" / "last.ckpt", weights_only=True)
+        assert ckpt["epoch"] == writes - 1  # epoch 1's (0-based 0), or epoch 2's
+        conv = next(v for k, v in ckpt["state_dict"].items() if v.ndim == 4)
+        assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+        weights = load_file(out / "model.safetensors")
+        assert all(t.is_contiguous() for t in weights.values())
+        assert not list((out / "lightning").glob(".*.tmp"))
