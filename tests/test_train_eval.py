@@ -255,7 +255,10 @@ def test_ensemble_of_a_model_with_itself_evaluates_like_the_model(trained, proce
         np.load(root / "eval" / "ens" / "fold0" / "confusion.npy"),
         np.load(exp.eval_file("m", 0, 0, "confusion.npy")),
     )
-    assert ens["val"]["mIoU"] == pytest.approx(single["val"]["mIoU"])
+    # softmax can round two logits that differ by less than float32's resolution to equal
+    # probabilities, and argmax then takes the first class: a few validation pixels of this barely
+    # trained model may flip (seen: 7e-8 mIoU); the test split above is compared exactly
+    assert ens["val"]["mIoU"] == pytest.approx(single["val"]["mIoU"], abs=1e-6)
 
 
 def test_killed_training_resumes_and_ends_as_an_uninterrupted_run(tmp_path, processed):
