@@ -72,6 +72,8 @@ def test_the_cores_plan_never_runs_more_threads_than_the_job_is_given(monkeypatc
     gpu = cpu_plan(8, "auto", "gpu")
     assert (gpu.num_workers, gpu.torch_threads) == (7, 1)
     assert cpu_plan(4, 3, "cpu").num_workers == 3  # a number is kept as it is
+    ddp = cpu_plan(8, "auto", "cpu", processes=2)  # two CPU processes of one job share its cores
+    assert ddp.cores == 4 and ddp.torch_threads + ddp.num_workers == 4
     with pytest.raises(ValueError, match="give a number of workers or auto"):
         cpu_plan(4, "many", "cpu")
     # no --threads: the cores this process may use, SLURM's allocation included

@@ -189,6 +189,9 @@ class ResumeCheckpoint(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         now = time.monotonic()
         due = self._last_write is None or now - self._last_write >= 60.0 * self.every_min
+        # under DDP every process must take the same decision (saving is a collective call): the first
+        # process's clock decides
+        due = trainer.strategy.broadcast(due, src=0)
         if not due or _is_last_epoch(trainer):
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)

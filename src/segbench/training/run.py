@@ -91,7 +91,7 @@ def train_model(
     recipe = TrainRecipe.from_dict(recipe_cfg)
     placement = Placement.of(recipe)
     # cores: PyTorch's threads and the loader's workers from what the job is given
-    cpus = cpu_plan(threads, recipe.num_workers, placement.accelerator)
+    cpus = cpu_plan(threads, recipe.num_workers, placement.accelerator, placement.world_size)
     cpus.apply()
     recipe = dataclasses.replace(recipe, num_workers=cpus.num_workers)
     lightning().seed_everything(recipe.seed, workers=True, verbose=False)

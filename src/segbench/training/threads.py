@@ -4,7 +4,8 @@ A training job is given ``C`` cores: ``--threads`` (the workflow passes Snakemak
 rule: all cores of a workstation, one job at a time; ``--cpus-per-task`` on SLURM, see
 ``workflow/profiles/slurm``), else the cores this process may run on
 (:func:`segbench.device.usable_cpus`: its affinity mask and ``SLURM_CPUS_PER_TASK``, never the whole
-node). The job then never runs more busy threads than ``C``, so two jobs sharing a node do not
+node); with ``train.devices=N`` CPU processes (DDP), each plans for ``C // N``. The job then never runs
+more busy threads than ``C``, so two jobs sharing a node do not
 oversubscribe it:
 
 * DataLoader workers (``train.num_workers=auto``): on the CPU, 0 with 1 or 2 cores (a worker would
@@ -52,11 +53,13 @@ class CpuPlan:
         }
 
 
-def cpu_plan(threads: int | None, num_workers: int | str, accelerator: str) -> CpuPlan:
-    """The plan for a job given ``threads`` cores (None: :func:`segbench.device.usable_cpus`).
+def cpu_plan(threads: int | None, num_workers: int | str, accelerator: str, processes: int = 1) -> CpuPlan:
+    """The plan for one process of a job given ``threads`` cores (None: :func:`segbench.device.usable_cpus`).
 
     Args:
         threads: the cores the job is given (``segbench train --threads``), or None.
+        processes: the job's processes on this machine (DDP on the CPU: ``train.devices``); each
+            process plans for its share of the cores.
         num_workers: ``train.num_workers``: a number (kept as it is) or ``"auto"`` (module docstring).
         accelerator: Lightning's accelerator of the job (``cpu``, ``gpu``, ``mps``).
 
@@ -66,7 +69,7 @@ def cpu_plan(threads: int | None, num_workers: int | str, accelerator: str) -> C
     from ..device import usable_cpus
 
     cores, source = (int(threads), "--threads") if threads else (usable_cpus(), "affinity")
-    cores = max(1, cores)
+    cores = max(1, cores // max(1, processes) if accelerator == "cpu" else cores)
     if num_workers == "auto":
         if accelerator == "cpu":
             workers = 0 if cores <= 2 else min(8, cores // 4)
