@@ -163,3 +163,39 @@ def test_bf16_channels_last_training_writes_the_checkpoint_at_its_cadence(tmp_pa
         weights = load_file(out / "model.safetensors")
         assert all(t.is_contiguous() for t in weights.values())
         assert not list((out / "lightning").glob(".*.tmp"))
+
+
+def test_the_best_weights_are_stored_once_when_they_are_the_current_ones_and_rebuilt_on_resume(tmp_path):
+    from types import SimpleNamespace
+
+    from segbench.training.callbacks import History
+
+    net = torch.nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
+    module = SimpleNamespace(
+        model=net, epoch_train_loss=lambda: 1.0, val_loss_mean=1.0, val_confusion_matrix=torch.eye(2)
+    )
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    trainer = SimpleNamespace(current_epoch=0, optimizers=[opt], is_global_zero=True)
+    history = History(tmp_path, has_val=True)
+    history.on_train_epoch_start(trainer, module)
+    history.on_train_epoch_end(trainer, module)  # epoch 1: mIoU 1.0, the best so far
+    state = history.state_dict()
+    assert state["best_is_current"] and state["best_state"] is None and state["best_epoch"] == 1
+    epoch1 = {k: v.clone() for k, v in net.state_dict().items()}
+
+    resumed = History(tmp_path, has_val=True)
+    resumed.load_state_dict(state)
+    resumed.on_train_start(trainer, module)  # Lightning has restored the weights by now
+    assert resumed.best_state.keys() == epoch1.keys()
+    assert all(torch.equal(resumed.best_state[k], epoch1[k]) for k in epoch1)
+    assert all(t.is_contiguous() for t in resumed.best_state.values())
+
+    with torch.no_grad():  # epoch 2 changes the weights and scores lower: epoch 1's weights are kept
+        net.weight.add_(1.0)
+    module.val_confusion_matrix = torch.tensor([[1.0, 1.0], [0.0, 1.0]])
+    trainer.current_epoch = 1
+    resumed.on_train_epoch_end(trainer, module)
+    state = resumed.state_dict()
+    assert not state["best_is_current"] and state["best_epoch"] == 1
+    assert torch.equal(state["best_state"]["weight"], epoch1["weight"])
+    assert not torch.equal(state["best_state"]["weight"], net.weight)

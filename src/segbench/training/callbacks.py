@@ -71,20 +71,22 @@ class History(L.Callback):
         score = miou if self.has_val else row["epoch"]
         if self.best_score is None or (not math.isnan(score) and score > self.best_score):
             self.best_score, self.best_epoch = score, row["epoch"]
-            # contiguous: a channels-last weight is copied in PyTorch's default layout (safetensors needs it)
-            self.best_state = {
-                k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
-                for k, v in pl_module.model.state_dict().items()
-            }
+            self.best_state = _contiguous_copy(pl_module.model)
         if trainer.is_global_zero:
             write_history(self.out_dir, self.rows)
 
     def state_dict(self) -> dict[str, Any]:
+        # When the epoch just ended is the best so far (always after the first epoch, and whenever the
+        # score still rises), its weights are the model's own, which the checkpoint already holds:
+        # they are stored once (a quarter less to write: U-Net/ResNet-18's checkpoint 230 -> 173 MB)
+        # and rebuilt from the restored model in on_train_start.
+        best_is_current = bool(self.rows) and self.best_epoch == self.rows[-1]["epoch"]
         return {
             "rows": list(self.rows),
             "best_score": self.best_score,
             "best_epoch": self.best_epoch,
-            "best_state": self.best_state,
+            "best_state": None if best_is_current else self.best_state,
+            "best_is_current": best_is_current,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -94,6 +96,20 @@ class History(L.Callback):
             state["best_epoch"],
             state["best_state"],
         )
+        self._best_from_model = bool(state.get("best_is_current"))
+
+    def on_train_start(self, trainer, pl_module):
+        # Lightning restores the model's weights and the callbacks' states before this hook
+        if getattr(self, "_best_from_model", False):
+            self.best_state = _contiguous_copy(pl_module.model)
+            self._best_from_model = False
+
+
+def _contiguous_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict copied to the CPU, a channels-last weight in PyTorch's default layout
+    (safetensors needs it)."""
+    fmt = torch.contiguous_format
+    return {k: v.detach().cpu().clone(memory_format=fmt) for k, v in model.state_dict().items()}
 
 
 def _augment_states(transform: Any) -> list[Any]:

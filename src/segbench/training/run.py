@@ -231,7 +231,7 @@ def _trainer(run: TrainingRun, extra_callbacks: list[Any], logger):
     ]
     if logger:  # the learning rate of each parameter group, per epoch, into the tracking logger
         callbacks.append(lightning().pytorch.callbacks.LearningRateMonitor(logging_interval="epoch"))
-    return lightning().Trainer(
+    trainer = lightning().Trainer(
         max_epochs=-1 if recipe.max_steps else recipe.epochs,
         max_steps=recipe.max_steps or -1,
         gradient_clip_val=recipe.grad_clip,
@@ -248,6 +248,13 @@ def _trainer(run: TrainingRun, extra_callbacks: list[Any], logger):
         plugins=[lightning().pytorch.plugins.AsyncCheckpointIO(AtomicCheckpointIO())],
         **run.placement.trainer_kwargs(),
     )
+    # deterministic=... turned on torch.use_deterministic_algorithms, which also fills every new
+    # tensor's memory with NaN (torch.utils.deterministic.fill_uninitialized_memory), a debugging aid
+    # that costs about 6 % of a training step on a CPU (U-Net/ResNet-18, bf16, 2 cores). PyTorch's
+    # documentation: a program that never reads uninitialised memory can turn it off "for better
+    # performance and still be deterministic"; the bit-identical rerun tests check that ours is one.
+    torch.utils.deterministic.fill_uninitialized_memory = False
+    return trainer
 
 
 def _write_outputs(run: TrainingRun, trainer) -> dict[str, Any]:
