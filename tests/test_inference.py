@@ -45,6 +45,23 @@ def test_upsample_argmax_equals_interpolate():
     assert ours.dtype == np.uint8
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_upsample_argmax_takes_the_first_maximal_class_like_argmax(channels_last):
+    # logits with many exact ties (integers) and NaNs, at the output size (no resampling) and resized
+    torch.manual_seed(2)
+    logits = torch.randint(0, 3, (1, 11, 40, 56)).float()
+    logits[0, 4, :3] = float("nan")
+    if channels_last:  # what a channels-last model returns
+        logits = logits.contiguous(memory_format=torch.channels_last)
+    assert np.array_equal(upsample_argmax(logits, 40, 56), logits[0].argmax(0).numpy())
+    logits = torch.randn(1, 11, 40, 56)  # resized: ties only by rounding
+    if channels_last:
+        logits = logits.contiguous(memory_format=torch.channels_last)
+    big = torch.nn.functional.interpolate(logits, size=(90, 130), mode="bilinear", align_corners=False)
+    ours = upsample_argmax(logits, 90, 130, strip_rows=32)
+    assert (ours == big[0].argmax(0).numpy()).mean() > 0.999
+
+
 @pytest.mark.parametrize("blend", ["mean", "gaussian"])
 @pytest.mark.parametrize("flip", [False, True])
 def test_slide_equals_whole_for_a_local_model(image, blend, flip):

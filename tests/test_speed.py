@@ -163,6 +163,20 @@ def test_bf16_channels_last_training_writes_the_checkpoint_at_its_cadence(tmp_pa
         weights = load_file(out / "model.safetensors")
         assert all(t.is_contiguous() for t in weights.values())
         assert not list((out / "lightning").glob(".*.tmp"))
+        if every == 10:  # the model trained in channels-last is evaluated in it too, with the same labels
+            from segbench.evaluate import load_trained_model
+            from segbench.inference import InferenceConfig, segment
+
+            assert json.loads((out / "model.json").read_text())["memory_format"] == "channels_last"
+            model, info = load_trained_model(out)
+            conv = next(p for p in model.parameters() if p.ndim == 4)
+            assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+            image = torch.randint(0, 256, (70, 90, 3), generator=torch.Generator().manual_seed(0))
+            image = image.to(torch.uint8).numpy()
+            cfg = InferenceConfig(image_size=info["image_size"], normalize=info["normalize"])
+            labels = segment(model, image, cfg)
+            nchw = segment(model.to(memory_format=torch.contiguous_format), image, cfg)
+            assert (labels == nchw).mean() > 0.999  # float rounding may flip exact ties only
 
 
 def test_the_best_weights_are_stored_once_when_they_are_the_current_ones_and_rebuilt_on_resume(tmp_path):

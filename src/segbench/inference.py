@@ -114,8 +114,19 @@ def _to_batch(tiles: list[np.ndarray], device: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(np.stack(tiles).transpose(0, 3, 1, 2))).to(device)
 
 
+def _memory_format(model: torch.nn.Module) -> torch.memory_format:
+    """Channels-last when the model's 4-D weights are (a model trained in it, see
+    :func:`segbench.models.checkpoint.load_trained_model`), else NCHW: input and model in the same
+    format, as PyTorch's channels-last tutorial prescribes, so no layer converts back and forth."""
+    for p in model.parameters():
+        if p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last):
+            return torch.channels_last
+    return torch.contiguous_format
+
+
 @torch.inference_mode()
 def _forward(model: torch.nn.Module, x: torch.Tensor, flip: bool) -> torch.Tensor:
+    x = x.contiguous(memory_format=_memory_format(model))
     out = model(x).float()
     if flip:
         out = (out + model(x.flip(-1)).float().flip(-1)) / 2
@@ -136,6 +147,9 @@ def upsample_argmax(logits: torch.Tensor, height: int, width: int, strip_rows: i
 
     Equal to ``F.interpolate(logits, (height, width), mode="bilinear", align_corners=False).argmax(1)``
     without materialising the full-size ``C x height x width`` tensor (memory: C x strip_rows x width).
+    The argmax is taken as ``max(0).indices``: the same index (the first maximal one, NaN counting as
+    maximal, as tested), about 5x faster on a CPU than ``argmax(0)`` for
+    ``[11, 256, 960]`` (5 ms against 30 ms on 2 cores).
 
     Returns:
         ``uint8[height, width]`` (``uint16`` when C > 256).
@@ -143,7 +157,7 @@ def upsample_argmax(logits: torch.Tensor, height: int, width: int, strip_rows: i
     _, c, h, w = logits.shape
     out = np.empty((height, width), np.uint8 if c <= 256 else np.uint16)
     if (h, w) == (height, width):
-        out[:] = logits[0].argmax(0).cpu().numpy()
+        out[:] = logits[0].max(0).indices.cpu().numpy()
         return out
     # source coordinate of output pixel centre i: (i + 0.5) * in / out - 0.5 (align_corners=False), clamped
     xs = torch.clamp((torch.arange(width, dtype=torch.float64) + 0.5) * w / width - 0.5, 0, w - 1)
@@ -160,7 +174,7 @@ def upsample_argmax(logits: torch.Tensor, height: int, width: int, strip_rows: i
         strip = torch.nn.functional.grid_sample(
             logits, grid, mode="bilinear", padding_mode="border", align_corners=False
         )
-        out[y0:y1] = strip[0].argmax(0).cpu().numpy()
+        out[y0:y1] = strip[0].max(0).indices.cpu().numpy()
     return out
 
 

@@ -253,6 +253,8 @@ class ModelInfo(TypedDict, total=False):
     """``model.json``: what rebuilds a trained model (``model`` config, classes, input size, normalisation).
 
     An ensemble's adds ``ensemble: [{name, path}]`` (member folders relative to it).
+    ``memory_format``: ``channels_last`` | ``contiguous`` (NCHW), the format the model trained in,
+    which inference uses too (absent: NCHW).
     """
 
     model: dict[str, Any]
@@ -264,6 +266,7 @@ class ModelInfo(TypedDict, total=False):
     dataset: str
     fold: int
     seed: int
+    memory_format: str
     ensemble: list[dict[str, str]]
 
 

@@ -278,6 +278,7 @@ def _write_outputs(run: TrainingRun, trainer) -> dict[str, Any]:
             "dataset": run.meta["name"],
             "fold": run.fold,
             "seed": int(run.recipe.seed),
+            "memory_format": "channels_last" if run.channels_last else "contiguous",
         },
     )
     info = _train_meta(run, trainer)
