@@ -3,6 +3,7 @@ plan, the resume checkpoint's cadence and atomic write, and the float32 loss und
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -213,3 +214,36 @@ def test_the_best_weights_are_stored_once_when_they_are_the_current_ones_and_reb
     assert not state["best_is_current"] and state["best_epoch"] == 1
     assert torch.equal(state["best_state"]["weight"], epoch1["weight"])
     assert not torch.equal(state["best_state"]["weight"], net.weight)
+
+
+def test_the_resized_image_cache_changes_no_value_and_keeps_to_its_budget(processed):
+    from segbench.data.dataset import ResizedCache, SegmentationDataset, build_transform
+
+    meta = json.loads(processed.read_text())
+    ids = sorted(meta["manifest"])[:6]
+    augment = job_configs(compose([]))["augment"]  # flips, brightness, affine: random draws per item
+    sets = {}
+    for cached in (False, True):
+        cache = ResizedCache([64, 96]) if cached else None
+        transform = build_transform(augment, [64, 96], train=True, seed=7)
+        sets[cached] = SegmentationDataset(processed.parent, meta["manifest"], ids, transform, cache)
+    for epoch in range(2):  # the first epoch fills the cache, the second reads it
+        for i in range(len(ids)):
+            (x0, y0), (x1, y1) = sets[False][i], sets[True][i]
+            assert torch.equal(x0, x1) and torch.equal(y0, y1), (epoch, ids[i])
+    cache = sets[True].cache
+    entry = meta["manifest"][ids[0]]
+    img, mask = cache.get(processed.parent, entry)
+    assert len(cache) == len(ids) and cache.bytes == len(ids) * (img.nbytes + mask.nbytes)
+    assert img.shape == (64, 96, 3) and mask.shape == (64, 96)
+    kept = img.copy()
+    img[:] = 0  # what a later step does to an item in place never reaches the cache
+    assert np.array_equal(cache.get(processed.parent, entry)[0], kept) and kept.any()
+
+    small = ResizedCache([64, 96], max_mb=3 * (img.nbytes + mask.nbytes) / 1e6)  # room for 3 items
+    entries = [meta["manifest"][i] for i in ids]
+    for e in entries:
+        small.get(processed.parent, e)
+    assert len(small) == 3 and small.bytes <= small.max_bytes
+    img, mask = small.get(processed.parent, entries[-1])  # beyond the budget: read again, same size
+    assert img.shape == (64, 96, 3) and mask.shape == (64, 96) and len(small) == 3

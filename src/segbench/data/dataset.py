@@ -4,6 +4,11 @@ Images and masks are read by :mod:`segbench.images` (the reader evaluation and `
 use: RGB, EXIF orientation applied), masks as class indices. The transform pipeline is: resize to the
 training size (image: bilinear, mask: nearest) -> the configured
 augmentations -> normalisation -> CHW float32 tensor.
+
+The first step is deterministic, so a :class:`ResizedCache` can keep each image and mask as decoded
+and resized, and later epochs skip reading and resizing: the pipeline's own resize then returns the
+already-resized arrays unchanged (albumentations' ``resize`` does for an image of the target size), and
+it draws no random number, so the augmentations and every value are the same with or without the cache.
 """
 
 from __future__ import annotations
@@ -18,7 +23,15 @@ import torch
 
 from ..images import read_image, read_mask
 
-__all__ = ["SegmentationDataset", "build_transform", "read_image", "read_mask", "seed_worker"]
+__all__ = [
+    "ResizedCache",
+    "SegmentationDataset",
+    "build_transform",
+    "read_image",
+    "read_mask",
+    "resize_step",
+    "seed_worker",
+]
 
 
 def seed_worker(worker_id: int) -> None:
@@ -32,6 +45,55 @@ def seed_worker(worker_id: int) -> None:
     transform = getattr(info.dataset, "transform", None)
     if transform is not None and hasattr(transform, "set_random_seed"):
         transform.set_random_seed(int(info.seed % 2**32))
+
+
+def resize_step(image_size: Sequence[int]) -> A.Resize:
+    """The first step of every pipeline: resize to ``image_size = [height, width]``, the image bilinearly
+    (OpenCV ``INTER_LINEAR``), the mask by nearest neighbour (``INTER_NEAREST``: no invented class ids)."""
+    return A.Resize(int(image_size[0]), int(image_size[1]), interpolation=1, mask_interpolation=0)
+
+
+class ResizedCache:
+    """Images and masks as read and resized to the training size, kept in memory across epochs.
+
+    A training job reads every image once per epoch; decoding a CamVid image and mask (PNG, 960x720) took
+    4.6 ms per pair on 2 CPU cores, 2.4 s of every U-Net epoch (profile of the default job). The cache
+    holds the image ``uint8[h, w, 3]`` and the mask (as :func:`segbench.images.read_mask` returns it) per
+    id until ``max_mb`` megabytes are used (later ids are then read from disk every time), e.g. 530 CamVid
+    images at 160x224 take 133 MB. It lives in the process that reads the data: with DataLoader workers
+    (restarted every epoch), each worker's copy is discarded after its epoch, so it only saves time when
+    the main process loads the data (``num_workers=0``, segbench's choice on 1 or 2 cores).
+
+    Args:
+        image_size: ``[height, width]`` to resize to (:func:`resize_step`).
+        max_mb: memory budget in megabytes (10**6 bytes); 0 disables the cache.
+    """
+
+    def __init__(self, image_size: Sequence[int], max_mb: float = 1024.0):
+        self.resize = resize_step(image_size)
+        self.max_bytes = int(max_mb * 1e6)
+        self.bytes = 0
+        self._items: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, root: Path, entry: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """``(image, mask)`` of a manifest entry, resized; copies, so no later step can change the cache.
+
+        Raises:
+            what :func:`segbench.images.read_image` and :func:`segbench.images.read_mask` raise.
+        """
+        key = (entry["image"], entry["mask"])
+        item = self._items.get(key)
+        if item is None:
+            out = self.resize(image=read_image(root / entry["image"]), mask=read_mask(root / entry["mask"]))
+            item = (out["image"], out["mask"])
+            size = item[0].nbytes + item[1].nbytes
+            if self.bytes + size <= self.max_bytes:
+                self._items[key] = item
+                self.bytes += size
+        return item[0].copy(), item[1].copy()
 
 
 def build_transform(
@@ -50,8 +112,7 @@ def build_transform(
     Raises:
         ValueError: an unknown transform name (lists where to look) or bad arguments.
     """
-    h, w = int(image_size[0]), int(image_size[1])
-    steps: list[Any] = [A.Resize(h, w, interpolation=1, mask_interpolation=0)]
+    steps: list[Any] = [resize_step(image_size)]
     if train:
         for spec in augment.get("train") or []:
             spec = dict(spec)
@@ -85,21 +146,32 @@ class SegmentationDataset(torch.utils.data.Dataset):
         manifest: ``dataset.json['manifest']``.
         ids: which images to use.
         transform: an albumentations pipeline (see :func:`build_transform`).
+        cache: a :class:`ResizedCache` at the pipeline's image size (None: read every time).
     """
 
-    def __init__(self, root: str | Path, manifest: dict[str, Any], ids: Sequence[str], transform: A.Compose):
+    def __init__(
+        self,
+        root: str | Path,
+        manifest: dict[str, Any],
+        ids: Sequence[str],
+        transform: A.Compose,
+        cache: ResizedCache | None = None,
+    ):
         self.root = Path(root)
         self.manifest = manifest
         self.ids = list(ids)
         self.transform = transform
+        self.cache = cache
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         entry = self.manifest[self.ids[i]]
-        image = read_image(self.root / entry["image"])
-        mask = read_mask(self.root / entry["mask"])
+        if self.cache is not None:
+            image, mask = self.cache.get(self.root, entry)
+        else:
+            image, mask = read_image(self.root / entry["image"]), read_mask(self.root / entry["mask"])
         out = self.transform(image=image, mask=mask)
         x = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1))).float()
         y = torch.from_numpy(np.ascontiguousarray(out["mask"])).long()

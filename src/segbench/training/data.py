@@ -15,14 +15,18 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..data.dataset import SegmentationDataset, build_transform, seed_worker
+from ..data.dataset import ResizedCache, SegmentationDataset, build_transform, seed_worker
 from ..records import DatasetMeta, Fold
 from .recipe import Placement, TrainRecipe
 from .runtime import lightning
 
-__all__ = ["SegmentationDataModule"]
+__all__ = ["SegmentationDataModule", "RESIZED_CACHE_MB"]
 
 L = lightning()
+
+#: memory budget (MB) of the job's cache of resized images and masks (training and validation share
+#: it; :class:`segbench.data.dataset.ResizedCache`)
+RESIZED_CACHE_MB = 1024.0
 
 
 class SegmentationDataModule(L.LightningDataModule):
@@ -40,6 +44,8 @@ class SegmentationDataModule(L.LightningDataModule):
     Attributes:
         generator: the training loader's seeded ``torch.Generator`` (its state is part of a resume).
         train_set, val_set: :class:`segbench.data.dataset.SegmentationDataset`.
+        cache: the images and masks read so far, resized (:class:`segbench.data.dataset.ResizedCache`,
+            :data:`RESIZED_CACHE_MB`): read from disk in the first epoch only.
     """
 
     def __init__(
@@ -54,15 +60,15 @@ class SegmentationDataModule(L.LightningDataModule):
         super().__init__()
         self.root, self.meta, self.ids, self.augment, self.recipe = Path(root), meta, ids, augment, recipe
         self.world_size = placement.world_size if placement is not None else 1
+        self.cache = ResizedCache(recipe.image_size, RESIZED_CACHE_MB)
         self.train_set = self._train_set()
-        self.val_set = SegmentationDataset(
-            self.root, meta["manifest"], ids["val"], build_transform(augment, recipe.image_size, train=False)
-        )
+        val_transform = build_transform(augment, recipe.image_size, train=False)
+        self.val_set = SegmentationDataset(self.root, meta["manifest"], ids["val"], val_transform, self.cache)
         self.generator = torch.Generator().manual_seed(recipe.seed)
 
     def _train_set(self) -> SegmentationDataset:
         transform = build_transform(self.augment, self.recipe.image_size, train=True, seed=self.recipe.seed)
-        return SegmentationDataset(self.root, self.meta["manifest"], self.ids["train"], transform)
+        return SegmentationDataset(self.root, self.meta["manifest"], self.ids["train"], transform, self.cache)
 
     def restart_augmentation(self) -> None:
         """A fresh training set, its albumentations generators back at their seeded start."""
