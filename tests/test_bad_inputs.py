@@ -194,3 +194,215 @@ def test_a_class_with_the_ignore_index_id_is_refused(tmp_path, capsys):
     code, err = _convert(capsys, "--config", tmp_path / "cfg.json", "--out", tmp_path / "out")
     assert code == 2 and "class 'crack' has id 255" in err and "dataset.ignore_index" in err
     assert not (tmp_path / "out").exists() and not _temps(tmp_path)
+
+
+# ---------------------------------------------------------------- a corpus of malformed annotation files
+#
+# Each case builds a source folder with one broken file and converts it over an earlier, good output:
+# exit code 2, a message naming the broken file, the source unchanged, the earlier output intact, no
+# temporary folder left. The NaN / huge-coordinate cases would otherwise make pycocotools or Pillow
+# allocate gigabytes before anything is reported.
+
+
+def _png(path: Path, w: int = 20, h: int = 10) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(path)
+
+
+def _coco(src: Path, segmentation, *, text: str | None = None, image_bytes: bytes | None = None) -> list:
+    import json
+
+    _png(src / "images" / "a.png")
+    if image_bytes is not None:
+        (src / "images" / "a.png").write_bytes(image_bytes)
+    doc = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 20, "height": 10}],
+        "categories": [{"id": 1, "name": "thing"}],
+        "annotations": [
+            {"id": 5, "image_id": 1, "category_id": 1, "iscrowd": 0, "segmentation": segmentation}
+        ],
+    }
+    (src / "annotations").mkdir()
+    (src / "annotations" / "instances.json").write_text(text if text is not None else json.dumps(doc))
+    return ["--format", "coco"]
+
+
+def _cvat(src: Path, shape: str, *, text: str | None = None) -> list:
+    _png(src / "images" / "a.png")
+    xml = (
+        "<annotations><version>1.1</version><meta><task><labels><label><name>x</name></label></labels>"
+        f"</task></meta><image id='0' name='a.png' width='20' height='10'>{shape}</image></annotations>"
+    )
+    (src / "annotations.xml").write_text(text if text is not None else xml)
+    return ["--format", "cvat"]
+
+
+def _labelme_json(src: Path, points, *, text: str | None = None, **extra) -> list:
+    import json
+
+    _png(src / "a.png")
+    doc = {
+        "version": "5.3.1",
+        "flags": {},
+        "shapes": [{"label": "thing", "points": points, "shape_type": "polygon", "flags": {}}],
+        "imagePath": "a.png",
+        "imageData": None,
+        "imageHeight": 10,
+        "imageWidth": 20,
+        **extra,
+    }
+    (src / "a.json").write_text(text if text is not None else json.dumps(doc))
+    return ["--format", "labelme"]
+
+
+def _labelme_xml(src: Path, xs, *, text: str | None = None) -> list:
+    _png(src / "a.png")
+    pts = "".join(f"<pt><x>{x}</x><y>{y}</y></pt>" for x, y in xs)
+    xml = (
+        "<annotation><filename>a.png</filename><folder></folder><imagesize><nrows>10</nrows>"
+        f"<ncols>20</ncols></imagesize><object><name>thing</name><deleted>0</deleted><polygon>{pts}"
+        "</polygon></object></annotation>"
+    )
+    (src / "a.xml").write_text(text if text is not None else xml)
+    return ["--format", "labelme-xml"]
+
+
+def _masks_pair(src: Path, *, mask_size=(20, 10), mask_bytes: bytes | None = None) -> list:
+    _png(src / "images" / "a.png")
+    (src / "masks").mkdir()
+    if mask_bytes is not None:
+        (src / "masks" / "a.png").write_bytes(mask_bytes)
+    else:
+        Image.fromarray(np.zeros(mask_size[::-1], np.uint8)).save(src / "masks" / "a.png")
+    labels = src.parent / "pair_labels.txt"
+    labels.write_text("background\ncrack\n")
+    return ["--format", "masks", "--classes", labels]
+
+
+NAN = float("nan")
+TRIANGLE = [[1, 1], [8, 1], [8, 8]]
+CORPUS = {
+    # COCO polygons, RLE and files
+    "coco polygon NaN": (lambda s: _coco(s, [[1, 1, NAN, 1, 8, 8]]), "instances.json", "not a finite"),
+    "coco polygon inf": (lambda s: _coco(s, [[1, 1, float("inf"), 1, 8, 8]]), "instances.json", "finite"),
+    "coco polygon 1e30": (lambda s: _coco(s, [[1, 1, 1e30, 1, 8, 8]]), "instances.json", "far outside"),
+    "coco polygon -1e9": (lambda s: _coco(s, [[1, 1, 8, -1e9, 8, 8]]), "instances.json", "far outside"),
+    "coco polygon text": (lambda s: _coco(s, [[1, 1, "x", 1, 8, 8]]), "instances.json", "not a number"),
+    "coco RLE short runs": (
+        lambda s: _coco(s, {"size": [10, 20], "counts": [5, 10, 5]}),
+        "instances.json",
+        "RLE runs cover 20 pixels",
+    ),
+    "coco RLE long runs": (
+        lambda s: _coco(s, {"size": [10, 20], "counts": [150, 100]}),
+        "instances.json",
+        "RLE runs cover 250 pixels",
+    ),
+    "coco RLE wrong size": (
+        lambda s: _coco(s, {"size": [11, 20], "counts": [220]}),
+        "instances.json",
+        "RLE size",
+    ),
+    "coco not JSON": (lambda s: _coco(s, None, text="{not json"), "instances.json", "instances.json"),
+    "coco corrupt image": (
+        lambda s: _coco(s, [[1, 1, 8, 1, 8, 8]], image_bytes=b"\x89PNG\r\n\x1a\n broken"),
+        "a.png",
+        "a.png",
+    ),
+    # CVAT
+    "cvat polygon NaN": (
+        lambda s: _cvat(s, "<polygon label='x' points='1,1;nan,1;8,8'/>"),
+        "annotations.xml",
+        "finite",
+    ),
+    "cvat polygon 1e30": (
+        lambda s: _cvat(s, "<polygon label='x' points='1,1;1e30,1;8,8'/>"),
+        "annotations.xml",
+        "far outside",
+    ),
+    "cvat box inf": (
+        lambda s: _cvat(s, "<box label='x' xtl='1' ytl='1' xbr='inf' ybr='5'/>"),
+        "annotations.xml",
+        "finite",
+    ),
+    "cvat ellipse 1e12": (
+        lambda s: _cvat(s, "<ellipse label='x' cx='5' cy='5' rx='1e12' ry='2'/>"),
+        "annotations.xml",
+        "far outside",
+    ),
+    "cvat polyline NaN": (
+        lambda s: _cvat(s, "<polyline label='x' points='1,1;nan,nan'/>"),
+        "annotations.xml",
+        "finite",
+    ),
+    "cvat points 1e30": (
+        lambda s: _cvat(s, "<points label='x' points='1e30,1'/>"),
+        "annotations.xml",
+        "far outside",
+    ),
+    "cvat mask box 100000 px": (
+        lambda s: _cvat(
+            s, "<mask label='x' rle='10000000000' left='0' top='0' width='100000' height='100000'/>"
+        ),
+        "annotations.xml",
+        "far outside",
+    ),
+    "cvat mask runs short": (
+        lambda s: _cvat(s, "<mask label='x' rle='1, 2' left='0' top='0' width='4' height='4'/>"),
+        "annotations.xml",
+        "RLE runs sum to 3",
+    ),
+    "cvat not XML": (
+        lambda s: _cvat(s, "", text="<annotations><image"),
+        "annotations.xml",
+        "annotations.xml",
+    ),
+    # LabelMe JSON
+    "labelme NaN point": (lambda s: _labelme_json(s, [[1, 1], [NAN, 1], [8, 8]]), "a.json", "finite"),
+    "labelme 1e30 point": (lambda s: _labelme_json(s, [[1, 1], [1e30, 1], [8, 8]]), "a.json", "far outside"),
+    "labelme point text": (
+        lambda s: _labelme_json(s, [[1, 1], ["x", 1], [8, 8]]),
+        "a.json",
+        "points must be",
+    ),
+    "labelme not JSON": (lambda s: _labelme_json(s, TRIANGLE, text='{"shapes": ['), "a.json", "a.json"),
+    "labelme bad imageData": (
+        lambda s: _labelme_json(s, TRIANGLE, imageData="%%% not base64 %%%"),
+        "a.json",
+        "imageData",
+    ),
+    "labelme imagePath escapes": (
+        lambda s: _labelme_json(s, TRIANGLE, imagePath="../../etc/passwd"),
+        "a.json",
+        "outside the dataset folder",
+    ),
+    # LabelMe XML
+    "labelme-xml NaN point": (lambda s: _labelme_xml(s, [(1, 1), ("nan", 1), (8, 8)]), "a.xml", "finite"),
+    "labelme-xml 1e30 point": (
+        lambda s: _labelme_xml(s, [(1, 1), (1e30, 1), (8, 8)]),
+        "a.xml",
+        "far outside",
+    ),
+    "labelme-xml not XML": (lambda s: _labelme_xml(s, [], text="<annotation><filename>"), "a.xml", "a.xml"),
+    # mask folders
+    "mask of another size": (lambda s: _masks_pair(s, mask_size=(21, 10)), "a.png", "a.png"),
+    "mask not an image": (lambda s: _masks_pair(s, mask_bytes=b"GIF89a broken"), "a.png", "a.png"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CORPUS))
+def test_a_malformed_annotation_fails_cleanly_naming_the_file(tmp_path, capsys, case):
+    build, file_name, words = CORPUS[case]
+    out = tmp_path / "out"
+    good = _binary_masks(tmp_path / "good")
+    assert _convert(capsys, *_masks_args(tmp_path), good, out)[0] == 0  # an earlier, good output
+    before_out = _tree_hash(out)
+    src = tmp_path / "src"
+    src.mkdir()
+    args = build(src)
+    before_src = _tree_hash(src)
+    code, err = _convert(capsys, *args, src, out)
+    assert code == 2, err
+    assert file_name in err and words in err, err
+    assert _tree_hash(src) == before_src and _tree_hash(out) == before_out
+    assert not _temps(tmp_path) and not _temps(out.parent)

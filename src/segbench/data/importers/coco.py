@@ -234,13 +234,23 @@ def _shape_problem(seg: Any, where: str, h: int, w: int, problems: Problems) -> 
                 f"{len(bad[0])} numbers; delete or fix the annotation"
             )
             return True
-        pts = [(p[i], p[i + 1]) for p in seg for i in range(0, len(p), 2)]
-        check_bounds(pts, h, w, where, problems)
-        return False
+        try:
+            pts = [(float(p[i]), float(p[i + 1])) for p in seg for i in range(0, len(p), 2)]
+        except (TypeError, ValueError):
+            problems.error(f"{where}: a polygon coordinate is not a number; fix the annotation")
+            return True
+        return check_bounds(pts, h, w, where, problems)
     if isinstance(seg, dict):
         size = seg.get("size")
         if size and [int(v) for v in size] != [h, w]:
             problems.error(f"{where}: RLE size {size} differs from the image ({h}, {w}); fix the annotation")
+            return True
+        counts = seg.get("counts")
+        if isinstance(counts, list) and sum(int(c) for c in counts) != h * w:  # uncompressed RLE
+            problems.error(
+                f"{where}: the RLE runs cover {sum(int(c) for c in counts)} pixels, the {w}x{h} image has "
+                f"{h * w}; fix the annotation"
+            )
             return True
         return False
     problems.error(f"{where}: segmentation is neither polygons nor RLE; fix the annotation")

@@ -421,8 +421,26 @@ def pil_shape_mask(
 
 def check_bounds(
     points: list[tuple[float, float]], height: int, width: int, where: str, problems: Problems
-) -> None:
-    """Warn (the shape is clipped by rasterisation) when a point lies outside the image."""
+) -> bool:
+    """Check a shape's points before it is rasterised; True when the shape is unusable (an error noted).
+
+    * A coordinate that is not a finite number (NaN, inf), or that lies more than one image side
+      outside the image (e.g. 1e30), is an error: such a point is a corrupt annotation, and rasterising
+      it would make pycocotools or Pillow allocate memory in proportion to the coordinate (gigabytes)
+      before anything could be reported.
+    * A point outside the image but within that margin is a warning: the shape is clipped to the image.
+    """
+    margin = max(int(height), int(width))
+    for x, y in points:
+        if not (math.isfinite(x) and math.isfinite(y)):
+            problems.error(f"{where}: point ({x:g}, {y:g}) is not a finite number; fix or delete the shape")
+            return True
+        if not (-margin <= x <= width + margin and -margin <= y <= height + margin):
+            problems.error(
+                f"{where}: point ({x:g}, {y:g}) lies far outside the {width}x{height} image (more than "
+                f"{margin} px beyond its edge), a corrupt annotation; fix or delete the shape"
+            )
+            return True
     out = [(x, y) for x, y in points if not (-0.5 <= x <= width - 0.5 and -0.5 <= y <= height - 0.5)]
     if out:
         x, y = out[0]
@@ -430,3 +448,4 @@ def check_bounds(
             f"{where}: {len(out)} point(s) outside the {width}x{height} image (first ({x:g}, {y:g})); "
             f"the shape is clipped to the image"
         )
+    return False

@@ -151,8 +151,23 @@ def decode_cvat_rle(
     row-major inside the ``width`` x ``height`` box at (``left``, ``top``).
 
     Raises:
-        ValueError: the runs do not add up to the box area.
+        ValueError: the box reaches more than one image side beyond the image (checked before
+            anything is allocated), or the runs do not add up to the box area.
     """
+    # checked before the box is allocated: at most one image side beyond each edge (as for points,
+    # segbench.data.importers.common.check_bounds), so memory stays within 9 images
+    if not (
+        width > 0
+        and height > 0
+        and -img_w <= left
+        and -img_h <= top
+        and left + width <= 2 * img_w
+        and top + height <= 2 * img_h
+    ):
+        raise ValueError(
+            f"the mask box (left {left}, top {top}, {width}x{height}) lies far outside the {img_w}x{img_h} "
+            "image, a corrupt annotation"
+        )
     runs = np.array([int(v) for v in counts.replace(" ", "").split(",") if v != ""], np.int64)
     if runs.sum() != width * height:
         raise ValueError(f"RLE runs sum to {int(runs.sum())}, the box is {width}x{height} = {width * height}")
@@ -186,18 +201,21 @@ def _shape_fn(
                 f"{where}: a polygon needs at least 3 points, it has {len(pts)}; fix or delete it in CVAT"
             )
             return None
-        check_bounds(pts, h, w, where, problems)
+        if check_bounds(pts, h, w, where, problems):
+            return None
         flat = [c for p in pts for c in p]
         return lambda: polygon_mask_coco([flat], h, w)
     if tag == "box":
         x0, y0, x1, y1 = (float(el.get(k)) for k in ("xtl", "ytl", "xbr", "ybr"))
         pts = rotate_points([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], rotation)
-        check_bounds(pts, h, w, where, problems)
+        if check_bounds(pts, h, w, where, problems):
+            return None
         flat = [c for p in pts for c in p]
         return lambda: polygon_mask_coco([flat], h, w)
     if tag == "ellipse":
         cx, cy, rx, ry = (float(el.get(k)) for k in ("cx", "cy", "rx", "ry"))
-        check_bounds([(cx - rx, cy - ry), (cx + rx, cy + ry)], h, w, where, problems)
+        if check_bounds([(cx - rx, cy - ry), (cx + rx, cy + ry)], h, w, where, problems):
+            return None
         return lambda: ellipse_mask_cv2(cx, cy, rx, ry, rotation, h, w)
     if tag == "polyline":
         pts = _points(el.get("points", ""))
@@ -206,11 +224,13 @@ def _shape_fn(
                 f"{where}: a polyline needs at least 2 points, it has {len(pts)}; fix or delete it in CVAT"
             )
             return None
-        check_bounds(pts, h, w, where, problems)
+        if check_bounds(pts, h, w, where, problems):
+            return None
         return lambda: pil_shape_mask("linestrip", pts, h, w, line_width=line_width)
     if tag == "points":
         pts = _points(el.get("points", ""))
-        check_bounds(pts, h, w, where, problems)
+        if check_bounds(pts, h, w, where, problems):
+            return None
         return lambda: (
             np.logical_or.reduce([pil_shape_mask("point", [p], h, w, point_size=point_size) for p in pts])
             if pts

@@ -235,12 +235,13 @@ def _paint_shape(
     if stype == "mask":
         painter.add(0, value, lambda s=s, h=h, w=w: _mask_shape(s, h, w))
         return
+    if check_bounds(pts, h, w, where, problems):  # before any drawing: NaN or far-away points
+        return
     try:  # validate point counts now, so the error names the shape
         pil_shape_mask(stype, pts, 1, 1, line_width, point_size)
     except ValueError as err:
         problems.error(f"{where}: {err}; fix the shape in labelme")
         return
-    check_bounds(pts, h, w, where, problems)
     painter.add_pil(
         0,
         value,

@@ -130,7 +130,8 @@ def _paint_object(
         if len(pts) < 3:
             problems.error(f"{where}: a polygon needs at least 3 points, it has {len(pts)}; fix or delete it")
             return
-        check_bounds(pts, h, w, where, problems)
+        if check_bounds(pts, h, w, where, problems):
+            return
         flat = [c for p in pts for c in p]
         painter.add(0, value, lambda fl=flat, h=h, w=w: polygon_mask_coco([fl], h, w))
     elif mask_el is not None:
