@@ -8,7 +8,13 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["SegmentationModel", "load_encoder_weights", "load_state_dict_file", "load_model_checkpoint"]
+__all__ = [
+    "SegmentationModel",
+    "load_encoder_weights",
+    "load_state_dict_file",
+    "load_model_checkpoint",
+    "read_safetensors",
+]
 
 
 class SegmentationModel(nn.Module):
@@ -49,6 +55,9 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
 
     Raises:
         FileNotFoundError: the file does not exist.
+        PermissionError: a torch file holding more than tensors and plain values (a pickle that could
+            run code); nothing of it ran.
+        segbench.records.RecordError: a ``.safetensors`` file that is not valid safetensors.
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -57,14 +66,43 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
             "train from scratch"
         )
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        return read_safetensors(path)
+    import pickle
 
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # torch's refusal of anything but tensors and plain values
+        why = str(err).strip().splitlines()[0]
+        raise PermissionError(
+            f"weights file {path} holds Python objects besides tensors, which could run code when loaded, "
+            f"so it was refused and nothing in it ran (torch.load(weights_only=True): {why}); save the "
+            "state dict alone (torch.save(model.state_dict(), path), or safetensors) and use that file"
+        ) from None
     for key in ("state_dict", "model", "module"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
     return state
+
+
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """``safetensors.torch.load_file`` (tensors only: reading runs no code) with an error that names the file.
+
+    Raises:
+        segbench.records.RecordError: not a safetensors file (e.g. a pickle saved under that name, or
+            a truncated download); the message names the file and how to get a good one.
+    """
+    from safetensors.torch import load_file
+
+    from ..records import RecordError
+
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors_rust.SafetensorsError, or OSError on an unreadable file
+        raise RecordError(
+            f"{path} is not a valid safetensors file ({type(err).__name__}: {err}); it may be a pickle "
+            "saved under that name or a truncated copy, and it was not loaded: replace it with the file "
+            "training wrote (retrain, or dvc pull it again)"
+        ) from None
 
 
 def load_encoder_weights(

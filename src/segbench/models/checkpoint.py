@@ -52,10 +52,10 @@ def load_trained_model(ckpt_dir: str | Path, device: str = "cpu") -> tuple[torch
 
     Raises:
         FileNotFoundError: either file is missing (names it and the step that writes it).
+        segbench.records.RecordError: ``model.safetensors`` is not valid safetensors (names it).
     """
-    from safetensors.torch import load_file
-
     from . import architecture_config, create_model
+    from .base import read_safetensors
 
     ckpt_dir = Path(ckpt_dir)
     info = read_model_info(ckpt_dir)
@@ -71,7 +71,7 @@ def load_trained_model(ckpt_dir: str | Path, device: str = "cpu") -> tuple[torch
         info["model"]
     )  # the trained weights replace any start weights
     model = create_model(num_classes=info["num_classes"], **model_cfg)
-    model.load_state_dict(load_file(str(weights)))
+    model.load_state_dict(read_safetensors(weights))
     if info.get("memory_format") == "channels_last":
         model = model.to(memory_format=torch.channels_last)
     return model.to(device).eval(), info
