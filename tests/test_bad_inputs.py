@@ -3,9 +3,9 @@ no temporary folder left behind, the user's files unchanged and a previous outpu
 
 Cases so far (issue 15): output folders that would destroy user files (5), 0/255 masks named
 without a background class, by a label list or a dataset config (4), SIGTERM during a conversion (1),
-a class with the ignore_index id (1), and a corpus of malformed annotation files (30: COCO 10, CVAT 9,
-LabelMe 6, LabelMe XML 3, mask folders 2). tests/test_no_code_runs.py plants code in every loadable
-file (7)."""
+a class with the ignore_index id (1), and a corpus of malformed annotation files (34: COCO 12, CVAT 9,
+LabelMe 8, LabelMe XML 3, mask folders 2). tests/test_no_code_runs.py plants code in every loadable
+file (7) and breaks model folders, predict's input and dataset.json (9)."""
 
 import hashlib
 import os
@@ -312,6 +312,12 @@ CORPUS = {
         "a.png",
         "a.png",
     ),
+    "coco without images": (
+        lambda s: _coco(s, None, text='{"annotations": [], "categories": []}'),
+        "instances.json",
+        "instances.json",
+    ),
+    "coco top level a list": (lambda s: _coco(s, None, text="[1, 2]"), "instances.json", "instances.json"),
     # CVAT
     "cvat polygon NaN": (
         lambda s: _cvat(s, "<polygon label='x' points='1,1;nan,1;8,8'/>"),
@@ -379,6 +385,8 @@ CORPUS = {
         "a.json",
         "outside the dataset folder",
     ),
+    "labelme shapes not a list": (lambda s: _labelme_json(s, TRIANGLE, shapes=7), "a.json", "a.json"),
+    "labelme top level a list": (lambda s: _labelme_json(s, TRIANGLE, text="[]"), "a.json", "a.json"),
     # LabelMe XML
     "labelme-xml NaN point": (lambda s: _labelme_xml(s, [(1, 1), ("nan", 1), (8, 8)]), "a.xml", "finite"),
     "labelme-xml 1e30 point": (

@@ -1,7 +1,9 @@
 """No file that travels with results or a model folder can run code (issue 15): a harmless payload is
 planted in each file segbench loads (the resume checkpoint, a model folder's weights and its model
 config, ``init_checkpoint``, ``encoder_weights``) and must never run. Each case also checks that the
-user gets exit code 2 and a message naming the file, and that the planted files are unchanged."""
+user gets exit code 2 and a message naming the file, and that the planted files are unchanged. Then
+corrupt model folders (``segbench predict``), a corrupt input image and a corrupt ``dataset.json``
+(``segbench validate``) fail the same clean way."""
 
 import hashlib
 import json
@@ -177,3 +179,105 @@ def test_a_resume_checkpoint_holding_code_is_not_run_by_the_training_job(tmp_pat
     assert "ignoring unreadable checkpoint" in err and "last.ckpt" in err
     meta = json.loads((out / "train_meta.json").read_text())
     assert meta["resumed_after_epoch"] is None and meta["epochs"] == 1
+
+
+# ---------------------------------------------------------------- a corrupt model folder or dataset.json
+
+
+def _break_model_json(folder: Path) -> None:
+    (folder / "model.json").write_text('{"model": {"library": "smp"')
+
+
+def _drop_num_classes(folder: Path) -> None:
+    info = json.loads((folder / "model.json").read_text())
+    del info["num_classes"]
+    (folder / "model.json").write_text(json.dumps(info))
+
+
+def _truncate_weights(folder: Path) -> None:
+    p = folder / "model.safetensors"
+    p.write_bytes(p.read_bytes()[:1000])
+
+
+def _other_architecture(folder: Path) -> None:
+    info = json.loads((folder / "model.json").read_text())
+    info["model"] = dict(SMP, encoder="resnet34")
+    (folder / "model.json").write_text(json.dumps(info))
+
+
+MODEL_FOLDER_CASES = {
+    "model.json not JSON": (_break_model_json, "model.json"),
+    "model.json without num_classes": (_drop_num_classes, "model.json"),
+    "weights missing": (lambda f: (f / "model.safetensors").unlink(), "model.safetensors"),
+    "weights truncated": (_truncate_weights, "model.safetensors"),
+    "weights of another architecture": (_other_architecture, "model.safetensors"),
+}
+
+
+@pytest.fixture(scope="module")
+def good_model(tmp_path_factory) -> Path:
+    return _model_folder(tmp_path_factory.mktemp("model") / "best", SMP)
+
+
+@pytest.mark.parametrize("case", sorted(MODEL_FOLDER_CASES))
+def test_a_corrupt_model_folder_fails_predict_cleanly_naming_the_file(
+    tmp_path, image, capsys, good_model, case
+):
+    import shutil
+
+    breaks, file_name = MODEL_FOLDER_CASES[case]
+    folder = tmp_path / "best"
+    shutil.copytree(good_model, folder)
+    breaks(folder)
+    before = {p.name: _sha(p) for p in folder.iterdir()}
+    out = tmp_path / "out"
+    code = main(["predict", str(image), "--model", str(folder), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and file_name in err, err
+    assert {p.name: _sha(p) for p in folder.iterdir()} == before and not out.exists()
+
+
+def test_an_image_that_is_not_an_image_fails_predict_cleanly(tmp_path, capsys, good_model):
+    bad = tmp_path / "in" / "photo.png"
+    bad.parent.mkdir()
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = tmp_path / "out"
+    code = main(["predict", str(bad), "--model", str(good_model), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "photo.png" in err, err
+    assert not out.exists() or not any(out.iterdir())
+
+
+DATASET_CASES = {
+    "not JSON": lambda d: d.write_text("{"),
+    "no manifest": lambda d: d.write_text(
+        json.dumps({k: v for k, v in json.loads(d.read_text()).items() if k != "manifest"})
+    ),
+    "a mask missing": lambda d: next((d.parent / "masks").iterdir()).unlink(),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DATASET_CASES))
+def test_a_corrupt_dataset_fails_validate_cleanly_naming_the_file(tmp_path, capsys, case):
+    src = tmp_path / "src"
+    for sub in ("images", "masks"):
+        (src / sub).mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(src / "images" / f"s{i}.png")
+        Image.fromarray(np.eye(8, dtype=np.uint8)).save(src / "masks" / f"s{i}.png")
+    (tmp_path / "labels.txt").write_text("background\ncrack\n")
+    out = tmp_path / "ds"
+    assert (
+        main(["convert", "--format", "masks", "--classes", str(tmp_path / "labels.txt"), str(src), str(out)])
+        == 0
+    )
+    capsys.readouterr()
+    DATASET_CASES[case](out / "dataset.json")
+    before = {p.relative_to(out).as_posix(): _sha(p) for p in out.rglob("*") if p.is_file()}
+    report = tmp_path / "validation.json"
+    code = main(["validate", "--dataset", str(out / "dataset.json"), "--report", str(report)])
+    err = capsys.readouterr().err
+    named = "dataset.json" if case != "a mask missing" else "s0.png"
+    assert code == 2 and named in err, err
+    assert {p.relative_to(out).as_posix(): _sha(p) for p in out.rglob("*") if p.is_file()} == before
+    assert not report.exists()

@@ -52,7 +52,8 @@ def load_trained_model(ckpt_dir: str | Path, device: str = "cpu") -> tuple[torch
 
     Raises:
         FileNotFoundError: either file is missing (names it and the step that writes it).
-        segbench.records.RecordError: ``model.safetensors`` is not valid safetensors (names it).
+        segbench.records.RecordError: ``model.safetensors`` is not valid safetensors, or its tensors
+            do not fit the architecture ``model.json`` names (names the files).
     """
     from . import architecture_config, create_model
     from .base import read_safetensors
@@ -71,7 +72,18 @@ def load_trained_model(ckpt_dir: str | Path, device: str = "cpu") -> tuple[torch
         info["model"]
     )  # the trained weights replace any start weights
     model = create_model(num_classes=info["num_classes"], **model_cfg)
-    model.load_state_dict(read_safetensors(weights))
+    try:
+        model.load_state_dict(read_safetensors(weights))
+    except RuntimeError as err:  # missing, unexpected or differently shaped tensors
+        from ..records import RecordError
+
+        detail = str(err).strip().splitlines()
+        raise RecordError(
+            f"{weights} does not fit the model that {ckpt_dir / 'model.json'} describes "
+            f"({info['model'].get('name') or info['model'].get('arch') or info['model'].get('library')}): "
+            f"{detail[1].strip()[:200] if len(detail) > 1 else detail[0][:200]}; the two files come from "
+            "different trainings: copy both from the same model folder"
+        ) from None
     if info.get("memory_format") == "channels_last":
         model = model.to(memory_format=torch.channels_last)
     return model.to(device).eval(), info
