@@ -3,7 +3,7 @@ no temporary folder left behind, the user's files unchanged and a previous outpu
 
 Cases so far (issue 15): output folders that would destroy user files (5), 0/255 masks named
 without a background class, by a label list or a dataset config (4), SIGTERM during a conversion (1),
-a class with the ignore_index id (1), and a corpus of malformed annotation files (34: COCO 12, CVAT 9,
+a class with the ignore_index id (1), and a corpus of malformed annotation files (35: COCO 13, CVAT 9,
 LabelMe 8, LabelMe XML 3, mask folders 2). tests/test_no_code_runs.py plants code in every loadable
 file (7) and breaks model folders, predict's input and dataset.json (9)."""
 
@@ -300,6 +300,11 @@ CORPUS = {
         lambda s: _coco(s, {"size": [10, 20], "counts": [150, 100]}),
         "instances.json",
         "RLE runs cover 250 pixels",
+    ),
+    "coco RLE counts text": (
+        lambda s: _coco(s, {"size": [10, 20], "counts": [100, "x"]}),
+        "instances.json",
+        "whole numbers",
     ),
     "coco RLE wrong size": (
         lambda s: _coco(s, {"size": [11, 20], "counts": [220]}),

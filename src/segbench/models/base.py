@@ -100,8 +100,9 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     except Exception as err:  # safetensors_rust.SafetensorsError, or OSError on an unreadable file
         raise RecordError(
             f"{path} is not a valid safetensors file ({type(err).__name__}: {err}); it may be a pickle "
-            "saved under that name or a truncated copy, and it was not loaded: replace it with the file "
-            "training wrote (retrain, or dvc pull it again)"
+            "saved under that name or a truncated copy, and it was not loaded: replace it with a good "
+            "copy (a model folder's weights: retrain or dvc pull them again; start weights: download "
+            "the file again)"
         ) from None
 
 

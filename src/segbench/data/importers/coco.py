@@ -246,12 +246,18 @@ def _shape_problem(seg: Any, where: str, h: int, w: int, problems: Problems) -> 
             problems.error(f"{where}: RLE size {size} differs from the image ({h}, {w}); fix the annotation")
             return True
         counts = seg.get("counts")
-        if isinstance(counts, list) and sum(int(c) for c in counts) != h * w:  # uncompressed RLE
-            problems.error(
-                f"{where}: the RLE runs cover {sum(int(c) for c in counts)} pixels, the {w}x{h} image has "
-                f"{h * w}; fix the annotation"
-            )
-            return True
+        if isinstance(counts, list):  # uncompressed RLE: the runs must cover the image exactly
+            try:
+                covered = sum(int(c) for c in counts)
+            except (TypeError, ValueError):
+                problems.error(f"{where}: RLE counts must be whole numbers; fix the annotation")
+                return True
+            if covered != h * w:
+                problems.error(
+                    f"{where}: the RLE runs cover {covered} pixels, the {w}x{h} image has {h * w}; "
+                    "fix the annotation"
+                )
+                return True
         return False
     problems.error(f"{where}: segmentation is neither polygons nor RLE; fix the annotation")
     return True
