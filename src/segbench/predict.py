@@ -86,7 +86,8 @@ def predict_files(
     dev = device_of(device)
     model, info = load_trained_model(model_dir, dev)
     cfg = InferenceConfig.from_dict(inference or {}, info["image_size"], info.get("normalize"))
-    pal = class_palette(info["classes"])
+    classes = info.get("classes") or [{"id": i, "name": str(i)} for i in range(int(info["num_classes"]))]
+    pal = class_palette(classes)
     records = []
     for f in tqdm(files, desc="segbench predict", unit="image", disable=not progress):
         image = read_image(f)

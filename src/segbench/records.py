@@ -129,16 +129,19 @@ def _broken(path: Path, why: str) -> RecordError:
     return RecordError(f"{path}: {why}; {fix}")
 
 
-def read_json(path: str | Path, required: tuple[str, ...] = ()) -> Any:
+def read_json(path: str | Path, required: tuple[str, ...] = (), schema: dict[str, Any] | None = None) -> Any:
     """A JSON file written by a segbench step.
 
     Args:
         path: the file.
         required: top-level keys that must be present (a JSON object is then required).
+        schema: a JSON Schema (draft 2020-12) the content must match, checked with ``jsonschema``
+            after ``required``.
 
     Raises:
         StageOutputMissing: no such file.
-        RecordError: not valid UTF-8 JSON, or a required key is missing (names the key).
+        RecordError: not valid UTF-8 JSON, a required key is missing (names the key), or the
+            content does not match ``schema`` (names the field).
     """
     path = _require(path)
     try:
@@ -153,6 +156,13 @@ def read_json(path: str | Path, required: tuple[str, ...] = ()) -> Any:
         missing = [k for k in required if k not in obj]
         if missing:
             raise _broken(path, f"key(s) {', '.join(missing)} missing")
+    if schema is not None:
+        import jsonschema
+
+        err = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(obj))
+        if err is not None:
+            where = "".join(f"[{p!r}]" if isinstance(p, str) else f"[{p}]" for p in err.absolute_path)
+            raise _broken(path, f"{where or 'the top level'}: {err.message}")
     return obj
 
 
@@ -191,9 +201,65 @@ class DatasetMeta(TypedDict, total=False):
     manifest: dict[str, ManifestEntry]
 
 
+#: a path inside the dataset folder: relative, no ``..`` segment (a dataset.json pulled from a shared
+#: remote cannot make a step read files elsewhere)
+_INSIDE = {"type": "string", "minLength": 1, "pattern": r"^(?![/\\])(?![A-Za-z]:)(?!(.*[/\\])?\.\.([/\\]|$))"}
+#: the fields of ``dataset.json`` the steps read
+DATASET_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "ignore_index": {"type": "integer", "minimum": 0, "maximum": 65535},
+        "background": {"type": ["integer", "null"], "minimum": 0, "maximum": 65535},
+        "classes": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["id", "name"],
+                "properties": {
+                    "id": {"type": "integer", "minimum": 0, "maximum": 65535},
+                    "name": {"type": "string"},
+                    "color": {
+                        "type": ["array", "null"],
+                        "items": {"type": "integer", "minimum": 0, "maximum": 255},
+                        "minItems": 3,
+                        "maxItems": 3,
+                    },
+                },
+            },
+        },
+        "manifest": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["image", "mask", "group"],
+                "properties": {
+                    "image": _INSIDE,
+                    "mask": _INSIDE,
+                    "image_sha256": {"type": ["string", "null"]},
+                    "mask_sha256": {"type": ["string", "null"]},
+                    "height": {"type": "integer", "minimum": 1},
+                    "width": {"type": "integer", "minimum": 1},
+                    "group": {"type": "string"},
+                    "subset": {"type": ["string", "null"]},
+                },
+            },
+        },
+    },
+}
+
+
 def read_dataset(path: str | Path) -> DatasetMeta:
-    """``dataset.json`` of a canonical dataset (``classes``, ``ignore_index``, ``manifest`` ...)."""
-    return read_json(path, required=("name", "classes", "ignore_index", "manifest"))
+    """``dataset.json`` of a canonical dataset (``classes``, ``ignore_index``, ``manifest`` ...),
+    checked against :data:`DATASET_SCHEMA`.
+
+    Raises:
+        StageOutputMissing: no such file.
+        RecordError: not JSON, a key missing, or a field of the wrong type or a path leaving the
+            dataset folder (names the field).
+    """
+    return read_json(path, required=("name", "classes", "ignore_index", "manifest"), schema=DATASET_SCHEMA)
 
 
 def read_validation(path: str | Path) -> dict[str, Any]:
@@ -270,9 +336,64 @@ class ModelInfo(TypedDict, total=False):
     ensemble: list[dict[str, str]]
 
 
+_NUMBERS3 = {"type": "array", "items": {"type": "number"}, "minItems": 3, "maxItems": 3}
+#: the fields of ``model.json`` that rebuild and run a model
+MODEL_INFO_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "model": {
+            "type": "object",
+            "required": ["library"],
+            "properties": {
+                "library": {"type": "string"},
+                "arch": {"type": "string"},
+                "encoder": {"type": "string"},
+                "name": {"type": "string"},
+            },
+        },
+        "num_classes": {"type": "integer", "minimum": 1, "maximum": 65536},
+        "classes": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "name"],
+                "properties": {"id": {"type": "integer"}},
+            },
+        },
+        "ignore_index": {"type": "integer", "minimum": 0, "maximum": 65535},
+        "image_size": {
+            "type": "array",
+            "items": {"type": "integer", "minimum": 1, "maximum": 1 << 16},
+            "minItems": 2,
+            "maxItems": 2,
+        },
+        "normalize": {
+            "type": ["object", "null"],
+            "properties": {"mean": _NUMBERS3, "std": _NUMBERS3, "max_pixel_value": {"type": "number"}},
+        },
+        "memory_format": {"enum": ["channels_last", "contiguous"]},
+        "ensemble": {
+            "type": "array",
+            "minItems": 1,
+            "items": {"type": "object", "required": ["path"], "properties": {"path": _INSIDE}},
+        },
+    },
+}
+
+
 def read_model_info(model_dir: str | Path) -> ModelInfo:
-    """``<model_dir>/model.json``."""
-    return read_json(Path(model_dir) / "model.json", required=("model", "num_classes", "image_size"))
+    """``<model_dir>/model.json``, checked against :data:`MODEL_INFO_SCHEMA` (an ensemble's member
+    paths must stay inside its folder).
+
+    Raises:
+        StageOutputMissing: no such file.
+        RecordError: not JSON, a key missing or a field of the wrong type (names the field).
+    """
+    return read_json(
+        Path(model_dir) / "model.json",
+        required=("model", "num_classes", "image_size"),
+        schema=MODEL_INFO_SCHEMA,
+    )
 
 
 def write_model_info(model_dir: str | Path, info: ModelInfo) -> None:

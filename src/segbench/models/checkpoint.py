@@ -52,8 +52,9 @@ def load_trained_model(ckpt_dir: str | Path, device: str = "cpu") -> tuple[torch
 
     Raises:
         FileNotFoundError: either file is missing (names it and the step that writes it).
-        segbench.records.RecordError: ``model.safetensors`` is not valid safetensors, or its tensors
-            do not fit the architecture ``model.json`` names (names the files).
+        segbench.records.RecordError: ``model.json`` is malformed or names no model segbench can
+            build, ``model.safetensors`` is not valid safetensors, or its tensors do not fit the
+            architecture ``model.json`` names (names the files).
     """
     from . import architecture_config, create_model
     from .base import read_safetensors
@@ -71,7 +72,16 @@ def load_trained_model(ckpt_dir: str | Path, device: str = "cpu") -> tuple[torch
     model_cfg: dict[str, Any] = architecture_config(
         info["model"]
     )  # the trained weights replace any start weights
-    model = create_model(num_classes=info["num_classes"], **model_cfg)
+    try:
+        model = create_model(num_classes=info["num_classes"], **model_cfg)
+    except (KeyError, ValueError, TypeError) as err:  # an unknown library, architecture or encoder
+        from ..records import RecordError
+
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        raise RecordError(
+            f"{ckpt_dir / 'model.json'}: its model config does not build a model ({str(msg)[:300]}); "
+            "copy model.json and model.safetensors again from the same model folder"
+        ) from None
     try:
         model.load_state_dict(read_safetensors(weights))
     except RuntimeError as err:  # missing, unexpected or differently shaped tensors
