@@ -5,7 +5,8 @@ Cases so far (issue 15): output folders that would destroy user files (5), 0/255
 without a background class, by a label list or a dataset config (4), SIGTERM during a conversion (1),
 a class with the ignore_index id (1), and a corpus of malformed annotation files (35: COCO 13, CVAT 9,
 LabelMe 8, LabelMe XML 3, mask folders 2). tests/test_no_code_runs.py plants code in every loadable
-file (7) and breaks model folders, predict's input and dataset.json (9)."""
+file (7) and breaks model folders, predict's input and dataset.json (9); tests/test_bad_data.py has
+silently wrong data, EXIF orientation, links, malformed fields and broken resume checkpoints."""
 
 import hashlib
 import os

@@ -132,9 +132,9 @@ def test_start_weights_that_are_a_pickle_are_refused_and_never_run(tmp_path, key
     assert not marker.exists() and _sha(weights) == sha
 
 
-def test_a_resume_checkpoint_holding_code_is_not_run_by_the_training_job(tmp_path, processed, capsys):
-    """A tampered ``lightning/last.ckpt`` in the job's folder (DVC versions it): the job trains from
-    scratch, says so, and the payload never runs."""
+def _train_args(tmp_path: Path, processed: Path, out: Path) -> list[str]:
+    """``segbench train`` arguments of a 1-epoch U-Net job at 32x32 on the CamVid subset, writing to
+    ``out`` (configs and splits written into ``tmp_path``)."""
     from segbench.config import compose, job_configs
     from segbench.data.splits import make_splits
 
@@ -148,32 +148,36 @@ def test_a_resume_checkpoint_holding_code_is_not_run_by_the_training_job(tmp_pat
     ):
         cfgs[name] = tmp_path / f"{name}.json"
         cfgs[name].write_text(json.dumps(cfg))
+    return [
+        "train",
+        "--dataset",
+        str(processed),
+        "--splits",
+        str(tmp_path / "splits.json"),
+        "--fold",
+        "0",
+        "--seed",
+        "42",
+        "--model",
+        str(cfgs["model"]),
+        "--train",
+        str(cfgs["train"]),
+        "--augment",
+        str(cfgs["augment"]),
+        "--out",
+        str(out),
+        "--threads",
+        "2",
+    ]
+
+
+def test_a_resume_checkpoint_holding_code_is_not_run_by_the_training_job(tmp_path, processed, capsys):
+    """A tampered ``lightning/last.ckpt`` in the job's folder (DVC versions it): the job trains from
+    scratch, says so, and the payload never runs."""
     out = tmp_path / "job"
     marker = tmp_path / "code_ran"
     _plant_pickle(out / "lightning" / "last.ckpt", marker)
-    code = main(
-        [
-            "train",
-            "--dataset",
-            str(processed),
-            "--splits",
-            str(tmp_path / "splits.json"),
-            "--fold",
-            "0",
-            "--seed",
-            "42",
-            "--model",
-            str(cfgs["model"]),
-            "--train",
-            str(cfgs["train"]),
-            "--augment",
-            str(cfgs["augment"]),
-            "--out",
-            str(out),
-            "--threads",
-            "2",
-        ]
-    )
+    code = main(_train_args(tmp_path, processed, out))
     err = capsys.readouterr().err
     assert code == 0 and not marker.exists()
     assert "ignoring unreadable checkpoint" in err and "last.ckpt" in err

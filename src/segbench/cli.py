@@ -178,6 +178,8 @@ def _cmd_convert(args):
         cfg["format"] = args.format
     if args.classes:
         cfg.update(classes_from_file(args.classes, cfg.get("format")))
+    if args.mask_encoding:
+        cfg["mask_encoding"] = args.mask_encoding
     cfg.setdefault("name", args.name or Path(out).name)
     meta = convert(cfg, out, force=args.force)
     print(
@@ -193,7 +195,7 @@ def _cmd_convert(args):
 def _cmd_validate(args):
     from .data.validate import validate_dataset
 
-    rep = validate_dataset(args.dataset, args.report)
+    rep = validate_dataset(args.dataset, args.report, args.max_ignore_share, args.allow_absent_classes)
     print(f"{rep['num_images']} images valid; classes never present: {rep['absent_classes'] or 'none'}")
     return 0
 
@@ -451,6 +453,14 @@ def _add_dataset_commands(sub) -> None:
         help="label list fixing class ids: one name per line (labelme's labels.txt: __ignore__, "
         "_background_) or YAML/JSON",
     )
+    s.add_argument(
+        "--mask-encoding",
+        choices=("auto", "index", "binary"),
+        default=None,
+        help="masks format: 'binary' reads 0/255 masks (JPEG ones too) thresholded at 128 as classes 0 "
+        "and 1; 'index' keeps values as class ids (255 = ignore); 'auto' (default) reads masks holding "
+        "only 0 and 255 of a two-class dataset as binary",
+    )
     s.add_argument("--name", default=None, help="dataset name (default: OUT's folder name)")
     s.add_argument("--config", default=None, help="dataset config (JSON), as the workflow writes it")
     s.add_argument("--out", default=None, help="data/processed/<dataset>")
@@ -462,6 +472,17 @@ def _add_dataset_commands(sub) -> None:
     s = sub.add_parser("validate", help="check a canonical dataset")
     s.add_argument("--dataset", required=True, help="dataset.json")
     s.add_argument("--report", required=True, help="validation.json to write")
+    s.add_argument(
+        "--max-ignore-share",
+        type=float,
+        default=0.5,
+        help="largest share of ignore_index pixels over all masks (dataset.max_ignore_share, default 0.5)",
+    )
+    s.add_argument(
+        "--allow-absent-classes",
+        action="store_true",
+        help="accept declared classes that no mask holds (dataset.allow_absent_classes)",
+    )
     s.set_defaults(fn=_cmd_validate)
 
     s = sub.add_parser("split", help="make splits.json")

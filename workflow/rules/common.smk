@@ -39,6 +39,12 @@ JOBS = sb_config.job_configs(CFG)
 # from `import_from`; where it came from is not part of what the conversion depends on
 ensure_raw(JOBS["dataset"])
 JOBS["dataset"].pop("import_from", None)
+# the validation limits are the validate step's params, not the conversion's input: changing them
+# re-validates without reconverting
+VALIDATE_ARGS = " ".join(
+    [f"--max-ignore-share {float(JOBS['dataset'].pop('max_ignore_share', 0.5))}"]
+    + (["--allow-absent-classes"] if JOBS["dataset"].pop("allow_absent_classes", False) else [])
+)
 EXP = CFG["name"]
 # every path below comes from segbench.layout, the one definition the steps use too
 LAYOUT = ExperimentLayout(f"results/{EXP}")

@@ -17,7 +17,8 @@ rule convert:
 
 
 rule validate:
-    """Every image has one mask of its size, mask values are classes or ignore_index."""
+    """Every image has one mask of its size, mask values are classes or ignore_index; few pixels
+    ignored and every class present (dataset.max_ignore_share, dataset.allow_absent_classes)."""
     input:
         DATASET_JSON,
     output:
@@ -25,11 +26,12 @@ rule validate:
     log:
         LAYOUT.log("validate.log").as_posix(),
     params:
+        limits=VALIDATE_ARGS,
         code=CODE["validate"],
     conda:
         SEGBENCH_ENV
     shell:
-        "segbench validate --dataset {input} --report {output} > {log} 2>&1"
+        "segbench validate --dataset {input} --report {output} {params.limits} > {log} 2>&1"
 
 
 rule split:

@@ -31,6 +31,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..images import (
+    LOSSY_MASK_EXTS,
+    ImageInputError,
+    check_image_mode,
+    displayed_size,
+    exif_orientation,
+    orientation_hint,
+)
 from ..io import atomic_dir, sha256_file
 from ..records import write_dataset
 from .errors import DatasetError
@@ -156,36 +164,87 @@ def classes_from_file(path: str | Path, fmt: str | None = None) -> dict[str, Any
     }
 
 
-def _write_sample(s: Sample, tmp: Path, dtype: Any) -> tuple[dict[str, Any] | None, str | None]:
-    """Check one sample's image (readable, size = mask size) and write image + mask into ``tmp``.
-    Runs in a worker thread (Pillow's encoder releases the GIL); returns ``(entry, None)`` or
-    ``(None, problem)``."""
+def _mask_value_problem(s: Sample, class_ids: frozenset[int], ignore_index: int) -> str | None:
+    """Why the sample's mask holds a value that is neither a class id nor ``ignore_index`` (None when it
+    does not). Checked before the mask is cast to uint8/uint16, where 256 would silently wrap to 0."""
+    mask = s.mask
+    lo, hi = int(mask.min()), int(mask.max())
+    if lo < 0 or hi >= 1 << 20:
+        values = np.unique(mask).tolist()
+    else:  # O(pixels), where np.unique sorts
+        values = np.flatnonzero(np.bincount(mask.reshape(-1), minlength=hi + 1)).tolist()
+    extra = [int(v) for v in values if v not in class_ids and v != ignore_index]
+    if not extra:
+        return None
+    shown = ", ".join(map(str, extra[:12])) + (f" and {len(extra) - 12} more" if len(extra) > 12 else "")
+    text = (
+        f"{s.source}: mask values {shown} are neither class ids ({min(class_ids)}..{max(class_ids)}) nor "
+        f"ignore_index {ignore_index}; declare the classes in the dataset config (or --classes), or map "
+        "the values with dataset.mask_value_map"
+    )
+    if Path(str(s.source)).suffix.lower() in LOSSY_MASK_EXTS:
+        text += (
+            "; the mask is a JPEG, whose lossy compression smears class values at edges: save masks "
+            "as PNG (for 0/255 masks, dataset.mask_encoding: binary thresholds them at 128)"
+        )
+    elif hi > 255:
+        text += " (a 16-bit mask: values above 255 need a class each, or a mapping)"
+    return text
+
+
+def _write_sample(
+    s: Sample, tmp: Path, dtype: Any, class_ids: frozenset[int], ignore_index: int
+) -> tuple[dict[str, Any] | None, str | None, int]:
+    """Check one sample's image (readable, 8-bit, size as displayed = mask size) and mask values, and
+    write image + mask into ``tmp``. Runs in a worker thread (Pillow's encoder releases the GIL);
+    returns ``(entry, None, exif orientation)`` or ``(None, problem, 1)``."""
     src = str(s.source)
     try:
         if s.image is not None:
             with Image.open(s.image) as im:
-                width, height = im.size
-                im.verify()
+                check_image_mode(im, s.image)
+                (width, height), orientation = displayed_size(im), exif_orientation(im)
+                if s.mask.shape != (height, width):
+                    hint = orientation_hint(im, (s.mask.shape[1], s.mask.shape[0]))
+                else:
+                    hint = ""
+            with Image.open(s.image) as im:
+                im.verify()  # must follow open directly: a truncated or corrupt file fails here
             ext = (s.image_ext or Path(s.image).suffix).lower()
         else:
             with Image.open(io.BytesIO(s.image_bytes)) as im:
-                width, height = im.size
+                check_image_mode(im, src)
+                (width, height), orientation = displayed_size(im), exif_orientation(im)
+                hint = ""
             ext = s.image_ext
     except BOMB as err:
-        return None, f"{s.image or src}: {err}; if the image is genuine, raise dataset.max_image_pixels"
+        return None, f"{s.image or src}: {err}; if the image is genuine, raise dataset.max_image_pixels", 1
+    except ImageInputError as err:
+        return None, str(err), 1
     except Exception as err:
-        return None, f"{s.image or src}: cannot read image ({err}); replace or remove it"
+        return None, f"{s.image or src}: cannot read image ({err}); replace or remove it", 1
     if ext not in IMAGE_EXTS:
-        return None, (
-            f"{s.image or src}: image type '{ext}' is not one segbench reads "
-            f"({', '.join(sorted(IMAGE_EXTS))}); convert the image"
+        return (
+            None,
+            (
+                f"{s.image or src}: image type '{ext}' is not one segbench reads "
+                f"({', '.join(sorted(IMAGE_EXTS))}); convert the image"
+            ),
+            1,
         )
     if s.mask.shape != (height, width):
-        return None, (
-            f"{src}: mask is {s.mask.shape[1]}x{s.mask.shape[0]} but image "
-            f"{Path(s.image).name if s.image else s.id} is {width}x{height}; masks must have "
-            f"the image's width and height"
+        return (
+            None,
+            (
+                f"{src}: mask is {s.mask.shape[1]}x{s.mask.shape[0]} but image "
+                f"{Path(s.image).name if s.image else s.id} is {width}x{height}; masks must have "
+                f"the image's width and height.{hint}"
+            ),
+            1,
         )
+    bad = _mask_value_problem(s, class_ids, ignore_index)
+    if bad:
+        return None, bad, 1
     img_name = f"{s.id}{ext}"
     if s.image is not None:
         shutil.copyfile(s.image, tmp / "images" / img_name)
@@ -194,18 +253,22 @@ def _write_sample(s: Sample, tmp: Path, dtype: Any) -> tuple[dict[str, Any] | No
     Image.fromarray(s.mask.astype(dtype, copy=False)).save(
         tmp / "masks" / f"{s.id}.png", compress_level=PNG_LEVEL
     )
-    return {
-        "image": f"images/{img_name}",
-        "mask": f"masks/{s.id}.png",
-        "image_sha256": sha256_file(tmp / "images" / img_name),
-        "mask_sha256": sha256_file(tmp / "masks" / f"{s.id}.png"),
-        "height": height,
-        "width": width,
-        "subset": s.subset,
-        "source": src,
-        "source_image": str(s.image) if s.image is not None else f"{src} (embedded imageData)",
-        "source_mask": src,
-    }, None
+    return (
+        {
+            "image": f"images/{img_name}",
+            "mask": f"masks/{s.id}.png",
+            "image_sha256": sha256_file(tmp / "images" / img_name),
+            "mask_sha256": sha256_file(tmp / "masks" / f"{s.id}.png"),
+            "height": height,
+            "width": width,
+            "subset": s.subset,
+            "source": src,
+            "source_image": str(s.image) if s.image is not None else f"{src} (embedded imageData)",
+            "source_mask": src,
+        },
+        None,
+        orientation,
+    )
 
 
 @contextmanager
@@ -363,6 +426,8 @@ def convert(cfg: dict[str, Any], out_dir: str | Path, force: bool = False) -> di
         manifest: dict[str, Any] = {}
         sources_of: dict[str, str] = {}
         seen_image: dict[str, str] = {}
+        class_ids = frozenset(int(c["id"]) for c in table.classes)
+        oriented: list[str] = []
         workers = max(1, min(4, os.cpu_count() or 1))
         with atomic_dir(out_dir) as tmp, ThreadPoolExecutor(workers) as pool:
             (tmp / "images").mkdir()
@@ -371,22 +436,33 @@ def convert(cfg: dict[str, Any], out_dir: str | Path, force: bool = False) -> di
 
             def finish_one() -> None:
                 sid, fut = pending.popleft()
-                entry, err = fut.result()
+                entry, err, orientation = fut.result()
                 if err:
                     problems.error(err)
                 else:
+                    if orientation != 1:
+                        oriented.append(entry["source_image"])
                     entry["group"] = _group(cfg, sid)
                     manifest[sid] = entry
 
             for s in importer.samples({**cfg, "format": fmt}, table, problems):
                 if _annotated_twice(s, sources_of, seen_image, problems):
                     continue
-                pending.append((s.id, pool.submit(_write_sample, s, tmp, dtype)))
+                pending.append(
+                    (s.id, pool.submit(_write_sample, s, tmp, dtype, class_ids, table.ignore_index))
+                )
                 while len(pending) > 2 * workers:  # bounded memory: a few masks in flight
                     finish_one()
             while pending:
                 finish_one()
             _merge_duplicate_groups(manifest, problems)
+            if oriented:
+                problems.warn(
+                    f"{len(oriented)} image(s) carry an EXIF orientation (first: {oriented[0]}): segbench "
+                    "uses every image as displayed, rotated as the tag says, so their masks and "
+                    "annotations must match the displayed image (a 180-degree or mirrored mask cannot "
+                    "be told apart by its size: check one overlay)"
+                )
             problems.errors.extend(table.unknown_problems())
             if not manifest and not problems.errors:
                 problems.error(

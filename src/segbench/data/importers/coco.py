@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ...images import displayed_size, orientation_hint
 from ..errors import DatasetError
 from .common import (
     BOMB,
@@ -35,6 +36,7 @@ from .common import (
     Sample,
     ShapePainter,
     check_bounds,
+    check_structure,
     polygon_mask_coco,
     safe_join,
 )
@@ -92,6 +94,60 @@ def _root_dir(cfg: dict[str, Any]) -> Path:
     )
 
 
+_ID = {"type": ["integer", "string"]}
+_INT = {"type": "integer", "minimum": 1}
+#: the fields of a COCO instances file segbench reads (https://cocodataset.org/#format-data)
+COCO_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["images", "annotations", "categories"],
+    "properties": {
+        "images": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "file_name"],
+                "properties": {"id": _ID, "file_name": {"type": "string"}, "width": _INT, "height": _INT},
+            },
+        },
+        "categories": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "name"],
+                "properties": {"id": {"type": "integer"}, "name": {"type": "string"}},
+            },
+        },
+        "annotations": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["image_id", "category_id"],
+                "properties": {
+                    "image_id": _ID,
+                    "category_id": {"type": "integer"},
+                    "iscrowd": {"type": ["integer", "boolean"]},
+                    "bbox": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4},
+                    "segmentation": {
+                        "anyOf": [
+                            {"type": "array", "items": {"type": "array"}},
+                            {
+                                "type": "object",
+                                "required": ["counts"],
+                                "properties": {
+                                    "size": {"type": "array", "items": _INT, "minItems": 2, "maxItems": 2},
+                                    "counts": {"type": ["array", "string"]},
+                                },
+                            },
+                            {"type": "null"},
+                        ]
+                    },
+                },
+            },
+        },
+    },
+}
+
+
 def _load(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -117,6 +173,12 @@ def _load(path: Path) -> dict[str, Any]:
                 f"PNGs to index masks and use dataset.format: masks"
             ]
         )
+    check_structure(
+        path,
+        data,
+        COCO_SCHEMA,
+        "fix the field, or re-export the annotations as COCO 1.0 (instances) from your tool",
+    )
     return data
 
 
@@ -186,6 +248,15 @@ def _annotations_by_image(
     """The annotations of each image id; an annotation of an unknown image is an error."""
     by_image: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     image_ids = {im["id"] for im in data["images"]}
+    names: dict[Any, list[str]] = defaultdict(list)
+    for im in data["images"]:
+        names[im["id"]].append(str(im.get("file_name")))
+    for iid, files in names.items():
+        if len(files) > 1:  # their annotations would be painted on every one of them
+            problems.error(
+                f"{f}: image id {iid} is used by {len(files)} entries of 'images' ({', '.join(files[:5])}); "
+                "give every image its own id (and its annotations the matching image_id)"
+            )
     for a in data["annotations"]:
         if a.get("image_id") not in image_ids:
             problems.error(
@@ -213,15 +284,50 @@ def _image_of(cfg: dict[str, Any], root: Path, f: Path, im: dict[str, Any], subs
             ]
         )
     with Image.open(image) as pim:
-        w, h = pim.size
-    if (int(im.get("height", h)), int(im.get("width", w))) != (h, w):
+        w, h = displayed_size(pim)
+        ah, aw = int(im.get("height", h)), int(im.get("width", w))
+        hint = orientation_hint(pim, (aw, ah)) if (ah, aw) != (h, w) else ""
+    if (ah, aw) != (h, w):
         raise DatasetError(
             [
                 f"{f}: image '{file_name}' is {w}x{h} but the annotation says "
-                f"{im.get('width')}x{im.get('height')}; fix images[].width/height or the image"
+                f"{im.get('width')}x{im.get('height')}; fix images[].width/height or the image.{hint}"
             ]
         )
     return image, h, w
+
+
+def rle_string_counts(counts: str | bytes) -> list[int] | None:
+    """The run lengths of a compressed COCO RLE string, or None when the string is malformed.
+
+    Mirrors ``rleFrString`` of the COCO API (``pycocotools/common/maskApi.c``): each run is a
+    little-endian sequence of 6-bit characters (``chr(value + 48)``, bit 5 = more follows, the last
+    chunk's bit 4 = sign), and from the fourth run on it is stored as the difference to the run two
+    before. Used only to check that the runs cover the image before pycocotools decodes them: its
+    decoder writes as many pixels as the runs say, and with runs that do not add up it returned
+    uninitialised memory (pycocotools 2.0.11, a one-character string) instead of failing.
+    """
+    data = counts.encode("ascii", "replace") if isinstance(counts, str) else bytes(counts)
+    out: list[int] = []
+    p = 0
+    while p < len(data):
+        x, k, more = 0, 0, True
+        while more:
+            if p >= len(data):
+                return None  # a run cut off in the middle
+            c = data[p] - 48
+            if not 0 <= c < 64:
+                return None  # a character outside the encoding's alphabet (48..111)
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and (c & 0x10):
+                x |= -1 << (5 * k)
+        if len(out) > 2:
+            x += out[-2]
+        out.append(x)
+    return out
 
 
 def _shape_problem(seg: Any, where: str, h: int, w: int, problems: Problems) -> bool:
@@ -246,18 +352,32 @@ def _shape_problem(seg: Any, where: str, h: int, w: int, problems: Problems) -> 
             problems.error(f"{where}: RLE size {size} differs from the image ({h}, {w}); fix the annotation")
             return True
         counts = seg.get("counts")
-        if isinstance(counts, list):  # uncompressed RLE: the runs must cover the image exactly
+        if isinstance(counts, (str, bytes)):  # compressed RLE: decode the runs to check them
+            runs = rle_string_counts(counts)
+            if runs is None or any(r < 0 for r in runs):
+                problems.error(
+                    f"{where}: the compressed RLE counts string is malformed (not COCO's run-length "
+                    "encoding); re-export the annotation"
+                )
+                return True
+            covered = sum(runs)
+        elif isinstance(counts, list):  # uncompressed RLE: the runs must cover the image exactly
             try:
                 covered = sum(int(c) for c in counts)
             except (TypeError, ValueError):
                 problems.error(f"{where}: RLE counts must be whole numbers; fix the annotation")
                 return True
-            if covered != h * w:
-                problems.error(
-                    f"{where}: the RLE runs cover {covered} pixels, the {w}x{h} image has {h * w}; "
-                    "fix the annotation"
-                )
-                return True
+        else:
+            problems.error(
+                f"{where}: RLE counts must be a list of run lengths or a string; fix the annotation"
+            )
+            return True
+        if covered != h * w:
+            problems.error(
+                f"{where}: the RLE runs cover {covered} pixels, the {w}x{h} image has {h * w}; "
+                "fix the annotation"
+            )
+            return True
         return False
     problems.error(f"{where}: segmentation is neither polygons nor RLE; fix the annotation")
     return True

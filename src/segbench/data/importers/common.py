@@ -18,6 +18,7 @@ Rasterisation follows the tool that wrote the file, so our masks equal the tool'
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ __all__ = [
     "pil_shape_mask",
     "check_bounds",
     "rotate_points",
+    "check_structure",
 ]
 
 BACKGROUND_NAMES = ("_background_", "background", "__background__")
@@ -252,7 +254,12 @@ class ClassTable:
 
 
 def safe_join(root: Path, rel: str, ann_file: Path, key: str) -> Path:
-    """``root / rel``, refusing absolute paths and paths that leave ``root`` (``../../etc/passwd``).
+    """``root / rel``, refusing absolute paths and paths that climb out of ``root`` (``../../etc/passwd``).
+
+    The check is on the path as written in the annotation file (after normalising ``.`` and ``..``),
+    not on where symbolic links lead: a link the user made inside the dataset folder (``images`` ->
+    a folder on another disk, the usual way to avoid copying terabytes) is followed, while a path in
+    an annotation file can never name a file outside the dataset folder by itself.
 
     Raises:
         DatasetError: naming ``ann_file``, the offending ``key`` value and the fix.
@@ -267,16 +274,15 @@ def safe_join(root: Path, rel: str, ann_file: Path, key: str) -> Path:
                 f"dataset folder {root}: copy the image there and set {key} to its relative path"
             ]
         )
-    root_r = root.resolve()
-    path = (root / rel_norm).resolve()
-    if path != root_r and root_r not in path.parents:
+    lexical = os.path.normpath(rel_norm)
+    if lexical == ".." or lexical.startswith("../"):
         raise DatasetError(
             [
                 f"{ann_file}: {key} '{rel}' points outside the dataset folder {root}; copy the image "
                 f"into the dataset folder and set {key} to its relative path"
             ]
         )
-    return path
+    return root / lexical
 
 
 def polygon_mask_coco(polys: list[list[float]], height: int, width: int) -> np.ndarray:
@@ -449,3 +455,29 @@ def check_bounds(
             f"the shape is clipped to the image"
         )
     return False
+
+
+def check_structure(path: Path, data: Any, schema: dict[str, Any], fix: str) -> None:
+    """Check a parsed annotation file against a JSON Schema (draft 2020-12, validated by the
+    ``jsonschema`` library) of the fields segbench reads, before any of them is used.
+
+    A wrong type or a missing key deep in a file (``"images": [7]``, a category without ``name``)
+    would otherwise surface as a Python traceback far from the file; here it becomes one message per
+    field (up to 5) naming the file, the field's location (``annotations[3].image_id``) and ``fix``.
+
+    Raises:
+        DatasetError: the file does not have the structure.
+    """
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
+    if not errors:
+        return
+    out = []
+    for err in errors[:5]:
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path).lstrip(".")
+        out.append(f"{path}: {where or 'the top level'}: {err.message}; {fix}")
+    if len(errors) > 5:
+        out.append(f"{path}: ... and {len(errors) - 5} more problems of the same kind")
+    raise DatasetError(out)

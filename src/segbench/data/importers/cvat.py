@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ...images import displayed_size, orientation_hint
 from ..errors import DatasetError
 from .common import (
     BOMB,
@@ -266,13 +267,14 @@ def samples(cfg: dict[str, Any], table: ClassTable, problems: Problems) -> Itera
                     ]
                 )
             with Image.open(image) as pim:
-                w, h = pim.size
-            ah, aw = int(im.get("height", h)), int(im.get("width", w))
+                w, h = displayed_size(pim)
+                ah, aw = int(im.get("height", h)), int(im.get("width", w))
+                hint = orientation_hint(pim, (aw, ah)) if (ah, aw) != (h, w) else ""
             if (ah, aw) != (h, w):
                 raise DatasetError(
                     [
                         f"{xml}: image '{name}' is {w}x{h} but the annotation says {aw}x{ah}; "
-                        f"re-export the task or replace the image with the annotated one"
+                        f"re-export the task or replace the image with the annotated one.{hint}"
                     ]
                 )
             painter = ShapePainter(h, w, background)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ...images import displayed_size, orientation_hint
 from ..errors import DatasetError
 from .common import (
     BOMB,
@@ -38,6 +39,7 @@ from .common import (
     Sample,
     ShapePainter,
     check_bounds,
+    check_structure,
     pil_draw_shape,
     pil_shape_mask,
     safe_join,
@@ -68,6 +70,33 @@ def is_labelme(data: Any) -> bool:
     )
 
 
+_SIZE = {"type": ["integer", "null"], "minimum": 1}
+#: the fields of a LabelMe JSON file segbench reads (as labelme's LabelFile writes them)
+LABELME_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["shapes"],
+    "properties": {
+        "shapes": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["label", "points"],
+                "properties": {
+                    "label": {"type": ["string", "integer"]},
+                    "points": {"type": "array", "items": {"type": "array"}},
+                    "shape_type": {"type": ["string", "null"]},
+                    "mask": {"type": ["string", "null"]},
+                },
+            },
+        },
+        "imagePath": {"type": ["string", "null"]},
+        "imageData": {"type": ["string", "null"]},
+        "imageHeight": _SIZE,
+        "imageWidth": _SIZE,
+    },
+}
+
+
 def _load(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -85,6 +114,7 @@ def _load(path: Path) -> dict[str, Any]:
                 f"dataset.format (masks, palette, labelme, labelme-xml, coco, cvat)"
             ]
         )
+    check_structure(path, data, LABELME_SCHEMA, "fix the field, or re-save the file in labelme")
     return data
 
 
@@ -136,7 +166,7 @@ def _decode_image_data(b64: str, ann: Path) -> tuple[bytes, str, tuple[int, int]
         ) from err
     try:
         with Image.open(io.BytesIO(raw)) as im:
-            fmt, size = (im.format or "PNG").lower(), im.size
+            fmt, size = (im.format or "PNG").lower(), displayed_size(im)
     except BOMB:
         raise
     except Exception as err:
@@ -180,13 +210,28 @@ def _image_of(f: Path, root: Path, data: dict[str, Any]):
         image_bytes, ext = None, image.suffix.lower()
         try:
             with Image.open(image) as im:
-                w, h = im.size
+                w, h = displayed_size(im)
+                ah, aw = data.get("imageHeight"), data.get("imageWidth")
+                stated = (int(aw), int(ah)) if ah is not None and aw is not None else (w, h)
+                hint = orientation_hint(im, stated) if stated != (w, h) else ""
         except BOMB:
             raise
+        except (TypeError, ValueError) as err:
+            raise DatasetError(
+                [f"{f}: imageWidth/imageHeight must be whole numbers ({err}); re-save the file in labelme"]
+            ) from err
         except Exception as err:
             raise DatasetError(
                 [f"{image}: cannot read image ({err}); replace it or fix imagePath in {f}"]
             ) from err
+        if stated != (w, h):
+            raise DatasetError(
+                [
+                    f"{f}: the annotation is for a {stated[0]}x{stated[1]} image but the image is {w}x{h}; "
+                    f"re-open the image in labelme and save again, or fix imageWidth/imageHeight.{hint}"
+                ]
+            )
+        return image, image_bytes, ext, h, w
     ah, aw = data.get("imageHeight"), data.get("imageWidth")
     if ah is not None and aw is not None and (int(ah), int(aw)) != (h, w):
         raise DatasetError(

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ...images import displayed_size, orientation_hint
 from ..errors import DatasetError
 from .common import (
     BOMB,
@@ -162,14 +163,16 @@ def samples(cfg: dict[str, Any], table: ClassTable, problems: Problems) -> Itera
                         f"beside the XML"
                     ]
                 )
-            with Image.open(image) as pim:
-                w, h = pim.size
             nrows, ncols = ann.findtext("imagesize/nrows"), ann.findtext("imagesize/ncols")
-            if nrows and ncols and (int(nrows), int(ncols)) != (h, w):
+            with Image.open(image) as pim:
+                w, h = displayed_size(pim)
+                stated = (int(ncols), int(nrows)) if nrows and ncols else (w, h)
+                hint = orientation_hint(pim, stated) if stated != (w, h) else ""
+            if stated != (w, h):
                 raise DatasetError(
                     [
                         f"{f}: the annotation is for a {ncols}x{nrows} image but {image.name} is {w}x{h}; "
-                        f"fix <imagesize> or use the annotated image"
+                        f"fix <imagesize> or use the annotated image.{hint}"
                     ]
                 )
             painter = ShapePainter(h, w, background)

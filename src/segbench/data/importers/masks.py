@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ...images import IMAGE_EXTS
+from ...images import IMAGE_EXTS, LOSSY_MASK_EXTS
 from ..errors import DatasetError
 from .common import ClassTable, Problems, Sample
 
@@ -39,28 +39,41 @@ def _strip(name: str, prefix: str, suffix: str) -> str | None:
 
 
 def _files_by_id(
-    folder: Path, prefix: str, suffix: str, problems: list[str] | None = None
-) -> dict[str, Path]:
+    folder: Path, prefix: str, suffix: str, problems: list[str], images: bool = False
+) -> tuple[dict[str, Path], set[str]]:
     """``{id: file}`` of the files in ``folder`` named ``<prefix><id><suffix>`` (hidden files left out).
 
-    With ``problems`` (the images folder), a file that is not an image type segbench reads is noted
-    there and left out.
+    Two files with one id (``a.png`` and ``a.jpg``) are a problem noted in ``problems``, and the id is
+    left out (returned in the second element) rather than one file silently winning. For the images
+    folder (``images``), a file that is not an image type segbench reads is noted there and left out.
     """
     found: dict[str, Path] = {}
+    twice: dict[str, list[Path]] = {}
     for p in sorted(folder.iterdir()):
         if p.name.startswith(".") or not p.is_file():
             continue
         sid = _strip(p.name, prefix, suffix)
         if sid is None:
             continue
-        if problems is not None and p.suffix.lower() not in IMAGE_EXTS:
+        if images and p.suffix.lower() not in IMAGE_EXTS:
             problems.append(
                 f"{p}: not an image type segbench reads ({', '.join(sorted(IMAGE_EXTS))}); remove it or "
                 "change dataset.image_suffix"
             )
             continue
+        if sid in found:
+            twice.setdefault(sid, [found[sid]]).append(p)
+            continue
         found[sid] = p
-    return found
+    key = "image_suffix" if images else "mask_suffix"
+    for sid, files in twice.items():
+        del found[sid]
+        problems.append(
+            f"{files[0]}: {len(files)} files have the id '{sid}' ({', '.join(f.name for f in files)}), "
+            f"so which one belongs to the pair is ambiguous; keep one, or set dataset.{key} "
+            "(e.g. '.png') to choose"
+        )
+    return found, set(twice)
 
 
 def pair_mask_folder(cfg: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -85,8 +98,15 @@ def pair_mask_folder(cfg: dict[str, Any]) -> tuple[list[dict[str, Any]], list[st
                 problems.append(f"{d}: folder not found; fix dataset.pairs[].{key} (relative to {root})")
         if not img_dir.is_dir() or not mask_dir.is_dir():
             continue
-        images = _files_by_id(img_dir, cfg.get("image_prefix", ""), cfg.get("image_suffix", ""), problems)
-        masks = _files_by_id(mask_dir, cfg.get("mask_prefix", ""), cfg.get("mask_suffix", ""))
+        images, twice = _files_by_id(
+            img_dir, cfg.get("image_prefix", ""), cfg.get("image_suffix", ""), problems, images=True
+        )
+        masks, twice_m = _files_by_id(
+            mask_dir, cfg.get("mask_prefix", ""), cfg.get("mask_suffix", ""), problems
+        )
+        twice |= twice_m
+        images = {k: v for k, v in images.items() if k not in twice}
+        masks = {k: v for k, v in masks.items() if k not in twice}
         for sid in sorted(set(images) - set(masks)):
             problems.append(
                 f"{images[sid]}: no mask '{cfg.get('mask_prefix', '')}{sid}{cfg.get('mask_suffix', '')}' in "
@@ -131,8 +151,21 @@ def remap_mask(mask: np.ndarray, value_map: dict[Any, int] | None) -> np.ndarray
     return out
 
 
+def _one_frame(im: Image.Image, path: Path) -> None:
+    """Refuse a multi-page file (a TIFF stack): which page is the mask would be a guess."""
+    frames = int(getattr(im, "n_frames", 1) or 1)
+    if frames > 1:
+        raise DatasetError(
+            [
+                f"{path}: a multi-page file ({frames} pages); a mask is one page: save each page as its "
+                "own file"
+            ]
+        )
+
+
 def _read_index_mask(path: Path) -> np.ndarray:
     with Image.open(path) as im:
+        _one_frame(im, path)
         if im.mode not in ("L", "P", "I", "I;16", "1"):
             raise DatasetError(
                 [
@@ -179,6 +212,7 @@ def _read_palette_mask(
     path: Path, colours: dict[tuple[int, int, int], int], palettes: dict[int, tuple[int, int, int]]
 ) -> np.ndarray:
     with Image.open(path) as im:
+        _one_frame(im, path)
         if im.mode == "P":
             pal = im.getpalette() or []
             for i in range(len(pal) // 3):
@@ -220,6 +254,60 @@ def _read_palette_mask(
     return vals[idx]
 
 
+def _reads_binary(
+    cfg: dict[str, Any], items: list[dict[str, Any]], table: ClassTable, problems: Problems
+) -> bool:
+    """Whether 0/255 masks are read as classes 0 and 1: ``mask_encoding: binary``, or ``auto`` with two
+    classes, no ``mask_value_map`` and no mask holding a value other than 0 and 255 (said in a warning)."""
+    encoding = cfg.get("mask_encoding", "auto")
+    if (
+        cfg.get("format", "masks") == "palette"
+        or encoding not in ("binary", "auto")
+        or cfg.get("mask_value_map")
+    ):
+        return False
+    if encoding == "binary":
+        return True
+    if len(table.classes) != 2:
+        return False
+    seen: set[int] = set()
+    for it in items:
+        try:
+            seen |= set(np.unique(_read_index_mask(it["mask"])).tolist())
+        except Exception:
+            break  # the conversion pass reports the unreadable file
+    binary = 255 in seen and seen <= {0, 255}
+    if binary:
+        problems.warn(
+            f"{cfg.get('root')}: masks hold only 0 and 255 and the dataset has 2 classes: read as binary "
+            f"masks, 255 -> class 1 (set dataset.mask_encoding: index to keep 255 as ignore_index)"
+        )
+    return binary
+
+
+def _check_lossy(cfg: dict[str, Any], items: list[dict[str, Any]], problems: Problems) -> None:
+    """Refuse JPEG masks (their compression invents class values at edges), except 0/255 masks read
+    with ``mask_encoding: binary``, which thresholds them at 128 (said in a warning)."""
+    lossy = [it["mask"] for it in items if it["mask"].suffix.lower() in LOSSY_MASK_EXTS]
+    if not lossy:
+        return
+    if cfg.get("format", "masks") == "palette" or cfg.get("mask_encoding", "auto") != "binary":
+        raise DatasetError(
+            [
+                f"{p}: a JPEG mask: lossy compression smears class values at edges, so pixels would get "
+                "classes nobody drew; export the masks as PNG (lossless). For 0/255 binary masks, "
+                "dataset.mask_encoding: binary reads them thresholded at 128"
+                for p in lossy[:20]
+            ]
+            + ([f"... and {len(lossy) - 20} more JPEG masks"] if len(lossy) > 20 else []),
+            header=f"cannot convert dataset '{cfg['name']}'",
+        )
+    problems.warn(
+        f"{lossy[0]}: {len(lossy)} JPEG (lossy) mask(s) read as binary masks thresholded at 128 "
+        "(dataset.mask_encoding: binary); PNG masks avoid the smeared edges"
+    )
+
+
 def samples(cfg: dict[str, Any], table: ClassTable, problems: Problems) -> Iterator[Sample]:
     """Yield one :class:`Sample` per image/mask pair (``masks`` and ``palette`` formats)."""
     items, errs = pair_mask_folder(cfg)
@@ -227,23 +315,8 @@ def samples(cfg: dict[str, Any], table: ClassTable, problems: Problems) -> Itera
         raise DatasetError(errs, header=f"cannot convert dataset '{cfg['name']}'")
     fmt = cfg.get("format", "masks")
     encoding = cfg.get("mask_encoding", "auto")
-    binary = False
-    if fmt != "palette" and encoding in ("binary", "auto") and not cfg.get("mask_value_map"):
-        if encoding == "binary":
-            binary = True
-        elif len(table.classes) == 2:
-            seen: set[int] = set()
-            for it in items:
-                try:
-                    seen |= set(np.unique(_read_index_mask(it["mask"])).tolist())
-                except Exception:
-                    break  # the conversion pass reports the unreadable file
-            binary = 255 in seen and seen <= {0, 255}
-        if binary:
-            problems.warn(
-                f"{cfg.get('root')}: masks hold only 0 and 255 and the dataset has 2 classes: read as binary "
-                f"masks, 255 -> class 1 (set dataset.mask_encoding: index to keep 255 as ignore_index)"
-            )
+    binary = _reads_binary(cfg, items, table, problems)
+    _check_lossy(cfg, items, problems)
     colours = _colour_table(cfg, table) if fmt == "palette" else {}
     palettes: dict[int, tuple[int, int, int]] = {}
     for it in items:
