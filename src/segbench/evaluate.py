@@ -55,7 +55,7 @@ from .records import (
     write_timing,
 )
 
-__all__ = ["load_trained_model", "evaluate_model", "evaluate_loaded", "device_of"]
+__all__ = ["load_trained_model", "evaluate_model", "evaluate_loaded", "evaluate_validation", "device_of"]
 
 
 def _run_split(
@@ -246,3 +246,60 @@ def evaluate_loaded(
     write_timing(out_dir, timing)
     write_metrics(out_dir, result)
     return merge_timing(result, timing)
+
+
+def evaluate_validation(
+    ckpt_dir: str | Path,
+    dataset_json: str | Path,
+    splits_json: str | Path,
+    eval_cfg: dict[str, Any],
+    out_dir: str | Path,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate the model in ``ckpt_dir`` on its fold's **validation** images only (a tuning trial:
+    the test split's files are never opened), with the same inference and metric code as
+    :func:`evaluate_model`.
+
+    Writes ``val_confusion.npy``, ``val_confusion_per_image.npy``, ``val_per_image.csv`` and
+    ``val_metrics.json`` (the metrics with ``time_ms_median``, ``time_ms_p95``, ``peak_memory_mb``) into
+    ``out_dir``.
+
+    Returns:
+        The ``val_metrics.json`` content.
+
+    Raises:
+        ValueError: the fold has no validation images (tuning needs them: set split.val_fraction > 0).
+    """
+    from .io import atomic_write_json
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    device = device_of(eval_cfg.get("device", "auto"))
+    model, info = load_trained_model(ckpt_dir, device)
+    meta, splits = read_dataset(dataset_json), read_splits(splits_json)
+    fold = int(info.get("fold") or 0)
+    val_ids = splits["folds"][fold]["val"] if fold < len(splits["folds"]) else []
+    if not val_ids:
+        raise ValueError(
+            f"{splits_json}: fold {fold} has no validation images; tuning needs them (split.val_fraction)"
+        )
+    n, ignore = info["num_classes"], info["ignore_index"]
+    infer = InferenceConfig.from_dict(
+        eval_cfg, info["image_size"], info.get("normalize") or eval_cfg.get("normalize")
+    )
+    reset_peak_memory(device)
+    root = Path(dataset_json).parent
+    val = _run_split(model, val_ids, meta, root, infer, device, n, ignore, set(), 0, meta.get("background"))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_split(out_dir, "val_", val, n)
+    result = dict(
+        val["result"],
+        device=device,
+        fold=fold,
+        time_ms_median=val["timing"]["time_ms_median"],
+        time_ms_p95=val["timing"]["time_ms_p95"],
+        peak_memory_mb=peak_memory_mb(device),
+    )
+    atomic_write_json(out_dir / "val_metrics.json", result)
+    return result

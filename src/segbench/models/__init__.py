@@ -38,7 +38,7 @@ __all__ = [
 
 #: model-config keys that say how a model starts or trains, not what it is: inference rebuilds the
 #: architecture without them and then loads the trained weights.
-TRAINING_KEYS = ("encoder_weights", "init_checkpoint", "train", "name")
+TRAINING_KEYS = ("encoder_weights", "init_checkpoint", "train", "name", "tuned")
 
 #: library name -> module (under segbench.models) with a ``build(num_classes, **cfg)`` function.
 BACKENDS: dict[str, str] = {
@@ -75,7 +75,8 @@ def create_model(library: str, num_classes: int, **cfg: Any) -> SegmentationMode
         **cfg: the model config without ``library``: backend keys (``arch``, ``encoder``, ``config``
             ...), ``encoder_weights`` (None, a local file, or a weights name found offline),
             ``init_checkpoint`` (trained weights of another segbench run, see
-            :func:`segbench.models.base.load_model_checkpoint`); ``name`` and ``train`` are ignored.
+            :func:`segbench.models.base.load_model_checkpoint`); ``name``, ``train`` and ``tuned`` (how a
+            tuning study chose its recipe, :mod:`segbench.tuning`) are ignored.
 
     Returns:
         A :class:`SegmentationModel`: ``float32[N, 3, H, W] -> float32[N, C, H, W]``.
@@ -95,7 +96,7 @@ def create_model(library: str, num_classes: int, **cfg: Any) -> SegmentationMode
         cfg = {**zoo[library], **cfg}
         library = cfg.pop("library")
     init = cfg.get("init_checkpoint")
-    cfg = {k: v for k, v in cfg.items() if k not in ("name", "library", "train", "init_checkpoint")}
+    cfg = {k: v for k, v in cfg.items() if k not in ("name", "library", "train", "tuned", "init_checkpoint")}
     backend = importlib.import_module(BACKENDS[library])
     model = backend.build(num_classes=num_classes, **cfg)
     if init:

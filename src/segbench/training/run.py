@@ -58,6 +58,7 @@ def train_model(
     out_dir: str | Path,
     threads: int | None = None,
     logger_cfg: dict[str, Any] | None = None,
+    stop_callbacks: tuple[Any, ...] = (),
 ) -> dict[str, Any]:
     """Train one model on one fold and write its checkpoint and history (see the module docstring).
 
@@ -74,6 +75,10 @@ def train_model(
             :func:`segbench.training.threads.cpu_plan` splits them between PyTorch's threads and the
             DataLoader workers.
         logger_cfg: experiment tracking (:mod:`segbench.training.loggers`); None = no logger.
+        stop_callbacks: Lightning callbacks that may end training early by setting
+            ``trainer.should_stop`` at a validation's end (a tuning trial's pruning,
+            :class:`segbench.tuning.trial.PruningCallback`); they run before the resume checkpoint,
+            as early stopping does, and the outputs are written as after early stopping.
 
     Returns:
         The ``train_meta.json`` content (``{"global_rank": k}`` in the other DDP processes).
@@ -106,7 +111,7 @@ def train_model(
     run.cpus = cpus
     logger = _logger(logger_cfg, out_dir, fold, model_cfg, run.recipe)
     run.resume_checkpoint = ResumeCheckpoint(ckpt, job, recipe.checkpoint_every_min)
-    trainer = _trainer(run, [run.resume_checkpoint], logger)
+    trainer = _trainer(run, [*stop_callbacks, run.resume_checkpoint], logger)
     t0 = time.perf_counter()
     trainer.fit(run.module, datamodule=data, ckpt_path=resume_from, weights_only=True)  # fit
     run.wall_time_s = time.perf_counter() - t0
