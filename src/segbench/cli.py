@@ -253,12 +253,17 @@ def _cmd_aggregate(args):
     from .aggregate import aggregate, format_summary
     from .config import load_json
 
-    models = {Path(p).stem: load_json(p) for p in args.model_configs}
+    models = {}
+    for p in args.model_configs:  # configs/models/<m>.json, or tune/<m>/tuned_model.json
+        cfg = load_json(p)
+        models[cfg.get("name") or Path(p).stem] = cfg
     for name in args.ensembles or []:
         models[name] = {"library": "ensemble", "arch": "softmax average"}
     sel_cfg = load_json(args.select) if args.select else None
     t0 = time.perf_counter()
-    s = aggregate(args.experiment, models, args.folds, args.dataset_dir, sel_cfg, seeds=args.seeds)
+    s = aggregate(
+        args.experiment, models, args.folds, args.dataset_dir, sel_cfg, seeds=args.seeds, tuned=args.tuned
+    )
     dt = time.perf_counter() - t0
     from .provenance import write_record
 
@@ -426,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_dataset_commands(sub)
     _add_step_commands(sub)
+    from .tuning.commands import add_commands as _add_tune_commands
+
+    _add_tune_commands(sub)
     return p
 
 
@@ -521,6 +529,7 @@ def _add_step_commands(sub) -> None:
     s.add_argument(
         "--ensembles", nargs="*", default=[], help="ensemble candidates evaluated by segbench ensemble"
     )
+    s.add_argument("--tuned", action="store_true", help="the candidates were tuned (tune/<model>/best.json)")
     s.set_defaults(fn=_cmd_aggregate)
 
     s = sub.add_parser(

@@ -20,7 +20,16 @@ from omegaconf import OmegaConf
 
 from . import paths
 
-__all__ = ["ConfigError", "compose", "resolve", "validate", "job_configs", "training_seeds", "available"]
+__all__ = [
+    "ConfigError",
+    "compose",
+    "resolve",
+    "validate",
+    "job_configs",
+    "tune_config",
+    "training_seeds",
+    "available",
+]
 
 
 class ConfigError(ValueError):
@@ -136,9 +145,9 @@ def job_configs(cfg: dict[str, Any]) -> dict[str, Any]:
 
     Returns:
         ``{"dataset": ..., "split": ..., "train": ..., "augment": ..., "evaluate": ..., "report": ...,
-        "select": ..., "logger": ..., "models": {name: ...}}``; ``split`` carries the experiment's
-        seed, ``train`` and ``evaluate`` its device and the training image size. ``train`` holds no
-        seed: each training job gets its own (:func:`training_seeds`).
+        "select": ..., "logger": ..., "tune": ..., "models": {name: ...}}``; ``split`` carries the
+        experiment's seed, ``train`` and ``evaluate`` its device and the training image size. ``train``
+        holds no seed: each training job gets its own (:func:`training_seeds`).
         ``logger`` is read by training jobs but is not one of their inputs (tracking is not what a
         model depends on).
     """
@@ -160,8 +169,37 @@ def job_configs(cfg: dict[str, Any]) -> dict[str, Any]:
         "report": dict(cfg["report"], name=cfg["name"]),
         "select": dict(cfg["select"], seed=cfg["seed"]),
         "logger": dict(cfg.get("logger") or {"name": "none"}, experiment=cfg["name"]),
+        "tune": tune_config(cfg),
         "models": {name: dict(m, name=name) for name, m in cfg["model"].items()},
     }
+
+
+def tune_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The tuning steps' config (``configs/tune.json``): ``tune`` with its defaults resolved: the
+    metric (``select.criterion``), the trials' training seed (the first training seed), the sampler's
+    seed (the experiment's), the dataset's background class (for ``mDice_fg``) and the ``select.*``
+    limits (constraints of a multi-objective search)."""
+    tune = json.loads(json.dumps(cfg.get("tune") or {"trials": 0}))
+    objectives = tune.get("objectives") or []
+    if objectives and tune.get("metric") and tune["metric"] != objectives[0]:
+        raise ConfigError(
+            f"tune.metric ({tune['metric']}) and the first of tune.objectives ({objectives[0]}) differ: "
+            "the first objective is the validation score the search maximises; make them the same"
+        )
+    tune["metric"] = (objectives[:1] or [tune.get("metric") or cfg["select"].get("criterion", "mIoU")])[0]
+    if tune["metric"] == "mDice_fg" and cfg["dataset"].get("background") is None:
+        raise ConfigError(
+            "tune.metric mDice_fg needs dataset.background (the class left out of the foreground mean); "
+            "set it or tune on mIoU"
+        )
+    tune["seed"] = int(tune["seed"]) if tune.get("seed") is not None else training_seeds(cfg)[0]
+    sampler = dict(tune.get("sampler") or {})
+    sampler["seed"] = int(sampler["seed"]) if sampler.get("seed") is not None else int(cfg["seed"])
+    tune["sampler"] = sampler
+    tune["background"] = cfg["dataset"].get("background")
+    limits = {k: cfg["select"].get(k) for k in ("max_ms_per_image", "max_memory_mb", "max_params")}
+    tune["constraints"] = {k: v for k, v in limits.items() if v is not None} or None
+    return tune
 
 
 def training_seeds(cfg: dict[str, Any]) -> list[int]:

@@ -11,6 +11,7 @@ steps share one definition::
       splits.json
       models/<model>/fold<k>/seed<s>/   TRAIN_FILES, lightning/last.ckpt (resume), lr_find.json
       eval/<model>/fold<k>/seed<s>/     EVAL_FILES, predictions/<id>.png
+      tune/<model>/                study.journal, round<r>/, best.json, trials.csv, tuned_model.json
       summary.csv, summary.json, selection.json, learning_curves.csv, provenance.json
       best/                       the selected model, ready to use
       report/index.html
@@ -151,6 +152,39 @@ class ExperimentLayout:
 
     def prediction(self, model: str, fold: int | str, seed: int | str, image_id: str) -> Path:
         return self.predictions_dir(model, fold, seed) / f"{image_id}.png"
+
+    # ---- tuning (segbench.tuning): one study per candidate
+    def tune_dir(self, model: str) -> Path:
+        """``tune/<model>``: the candidate's study (``study.journal``), rounds and results."""
+        return self.root / "tune" / str(model)
+
+    def tune_asked_dir(self, model: str, round_: int | str) -> Path:
+        """``tune/<model>/round<r>/asked``: what round r asked (``round.json``, ``trial<n>.json``)."""
+        return self.tune_dir(model) / f"round{round_}" / "asked"
+
+    def tune_trial_spec(self, model: str, round_: int | str, trial: int | str) -> Path:
+        """``tune/<model>/round<r>/asked/trial<n>.json``: trial n's params and model config."""
+        return self.tune_asked_dir(model, round_) / f"trial{trial}.json"
+
+    def tune_trial_dir(self, model: str, round_: int | str, trial: int | str) -> Path:
+        """``tune/<model>/round<r>/trial<n>``: trial n's training and validation files."""
+        return self.tune_dir(model) / f"round{round_}" / f"trial{trial}"
+
+    def tune_trial_result(self, model: str, round_: int | str, trial: int | str) -> Path:
+        """``tune/<model>/round<r>/trial<n>/trial.json``: trial n's result (its job's last file)."""
+        return self.tune_trial_dir(model, round_, trial) / "trial.json"
+
+    def tune_best(self, model: str) -> Path:
+        """``tune/<model>/best.json``: the chosen trial, the counts, the budget curve."""
+        return self.tune_dir(model) / "best.json"
+
+    def tune_trials_csv(self, model: str) -> Path:
+        """``tune/<model>/trials.csv``: every trial's params, state and scores."""
+        return self.tune_dir(model) / "trials.csv"
+
+    def tuned_model_config(self, model: str) -> Path:
+        """``tune/<model>/tuned_model.json``: the model config with the chosen params (what trains)."""
+        return self.tune_dir(model) / "tuned_model.json"
 
     # ---- experiment-level outputs
     @property

@@ -42,6 +42,7 @@ STEPS = {
     "validate": ("data/validate",),
     "split": ("data/splits",),
     "train": ("training",),
+    "tune": ("tuning/commands",),
     "evaluate": ("evaluate",),
     "ensemble": ("ensemble", "evaluate"),
     "aggregate": ("aggregate", "provenance"),
@@ -72,8 +73,9 @@ LIBRARIES = (
     "pycocotools",
     "scipy",
     "pandas",
+    "optuna",
 )
-_USES_LIBRARIES = {"train", "evaluate", "ensemble", "best", "convert", "aggregate"}
+_USES_LIBRARIES = {"train", "tune", "evaluate", "ensemble", "best", "convert", "aggregate"}
 
 
 def _module_file(parts: list[str]) -> Path | None:

@@ -27,6 +27,8 @@ from segbench.layout import (
 )
 from segbench.models.weights import start_weight_files
 from segbench.provenance import STEPS, code_fingerprint, default_output_cache
+from segbench.tuning import tune_enabled
+from segbench.tuning.workflow import TuneInputs
 
 if "name" in config and "model" in config:
     CFG = json.loads(json.dumps(dict(config)))
@@ -74,7 +76,48 @@ CANDIDATES = MODELS + ENSEMBLES
 
 # `logger` is written too but is no job's input: where training logs to never retrains a model (the
 # train rule finds it beside configs/train.json)
-for _key in ("dataset", "split", "train", "augment", "evaluate", "report", "select", "logger"):
+# tuning (tune.trials > 0 or tune.budget_hours): each candidate trains the configuration its study chose
+TUNE = tune_enabled(CFG.get("tune"))
+TUNE_BATCH = int(JOBS["tune"].get("batch") or 1)
+# a trial's cores: all of them when trials run one at a time (the gpu resource of the default profile
+# runs GPU-capable jobs one by one), else a share, so a round's trials run side by side
+TUNE_THREADS = workflow.cores if GPU else max(1, workflow.cores // TUNE_BATCH)
+
+
+# tune/ always exists (a DVC output of the compare stage): what it holds, or that nothing was tuned
+write_if_changed(
+    (LAYOUT.root / "tune" / "README.md").as_posix(),
+    (
+        f"Tuning studies of {EXP}: one folder per candidate (docs/tuning.md).\n"
+        if TUNE
+        else f"{EXP} is not tuned (tune.trials = 0): every model trained with the shared recipe.\n"
+    ),
+)
+
+
+# the model config each candidate's training jobs train: the tuned one when the experiment tunes
+MODEL_CONFIGS = {
+    m: (LAYOUT.tuned_model_config(m) if TUNE else LAYOUT.model_config(m)).as_posix() for m in MODELS
+}
+# the tuning rules' input functions (rounds found through the tune_ask checkpoint)
+TUNE_INPUTS = TuneInputs(checkpoints, LAYOUT)
+
+
+# the budget (tune.trials, tune.budget_hours) is read by tune_ask and tune_best only, so raising it
+# asks more trials and leaves the finished ones up to date
+JOBS["tune_budget"] = {k: JOBS["tune"].pop(k, None) for k in ("trials", "budget_hours")}
+for _key in (
+    "dataset",
+    "split",
+    "train",
+    "augment",
+    "evaluate",
+    "report",
+    "select",
+    "logger",
+    "tune",
+    "tune_budget",
+):
     write_if_changed(LAYOUT.step_config(_key), sb_config.dump_json(JOBS[_key]))
 for _name, _mcfg in JOBS["models"].items():
     write_if_changed(LAYOUT.model_config(_name), sb_config.dump_json(_mcfg))
@@ -100,3 +143,5 @@ wildcard_constraints:
     model=r"[A-Za-z0-9_.-]+",
     fold=r"\d+",
     seed=r"\d+",
+    round=r"\d+",
+    trial=r"\d+",

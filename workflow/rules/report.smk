@@ -7,7 +7,8 @@ rule aggregate:
         val=LAYOUT.eval_files("val_confusion.npy", CANDIDATES, FOLDS, SEEDS),
         meta=LAYOUT.model_files("train_meta.json", MODELS, FOLDS, SEEDS),
         history=LAYOUT.model_files("history.csv", MODELS, FOLDS, SEEDS),
-        models=[LAYOUT.model_config(m).as_posix() for m in MODELS],
+        models=list(MODEL_CONFIGS.values()),
+        tuning=[LAYOUT.tune_best(m).as_posix() for m in MODELS] if TUNE else [],
         validation=VALIDATION_JSON,
         dataset=DATASET_JSON,
         splits=SPLITS,
@@ -24,6 +25,7 @@ rule aggregate:
         folds=N_FOLDS,
         seeds=" ".join(map(str, SEEDS)),
         ensembles=" ".join(ENSEMBLES),
+        tuned="--tuned" if TUNE else "",
         code=CODE["aggregate"],
     log:
         LAYOUT.log("aggregate.log").as_posix(),
@@ -32,7 +34,7 @@ rule aggregate:
     shell:
         "segbench aggregate --experiment {params.exp} --dataset-dir {params.ds} --folds {params.folds}"
         " --seeds {params.seeds} --model-configs {input.models} --select {input.select}"
-        " --ensembles {params.ensembles} 2>&1 | tee {log}"
+        " --ensembles {params.ensembles} {params.tuned} 2>&1 | tee {log}"
 
 
 rule best:

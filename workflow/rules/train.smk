@@ -4,7 +4,8 @@ rule train:
     input:
         dataset=DATASET_JSON,
         splits=SPLITS,
-        model=LAYOUT.model_config("{model}").as_posix(),
+        # the tuned config (tune/<model>/tuned_model.json) when the experiment tunes
+        model=lambda w: MODEL_CONFIGS[w.model],
         train=LAYOUT.step_config("train").as_posix(),
         augment=LAYOUT.step_config("augment").as_posix(),
         # a model that starts from files (another run's trained weights, a local encoder_weights file)
