@@ -70,6 +70,7 @@ from .records import (
     write_summary,
     write_table,
 )
+from .tuning.summary import tuning_summary
 
 #: bootstrap resamples for the confidence interval of test mIoU (seeded: the same CI every run)
 N_BOOTSTRAP = 2000
@@ -484,6 +485,7 @@ def aggregate(
     dataset_dir: str | Path,
     select_cfg: dict[str, Any] | None = None,
     seeds: list[int] | None = None,
+    tuned: bool = False,
 ) -> dict[str, Any]:
     """Build the summary of an experiment from its ``eval/`` and ``models/`` folders and select the best
     model.
@@ -497,6 +499,8 @@ def aggregate(
         select_cfg: the ``select`` config (criterion, constraints, compare_top, n_bootstrap,
             block_length, min_clusters, baseline_margin); see :mod:`segbench.select`.
         seeds: the training seeds (``train.seeds``); default ``[0]``.
+        tuned: the candidates were tuned (``tune/<model>/best.json``; the ``tuning`` section of
+            :func:`segbench.tuning.summary.tuning_summary`); else the summary says they were not.
 
     Returns:
         The ``summary.json`` content.
@@ -526,6 +530,12 @@ def aggregate(
         "baseline": baseline,
         "best": selection,
         "uncertainty": numbers["uncertainty"],
+        "tuning": tuning_summary(
+            exp.root,
+            [c.name for c in candidates if not c.is_ensemble],
+            tuned,
+            {c.name: c.train[0] for c in candidates if not c.is_ensemble},
+        ),
     }
     write_table(exp.summary_csv, table)
     if numbers["curves"] is not None:
@@ -559,4 +569,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines.extend(f"  {c['verdict']}" for c in best["comparisons"])
     if best.get("uncertainty_text"):
         lines.append(f"  {best['uncertainty_text']}")
+    tuning = summary.get("tuning") or {}
+    for key in ("text", "crossing_text"):
+        if tuning.get(key):
+            lines.append(f"  {tuning[key]}")
     return "\n".join(lines)

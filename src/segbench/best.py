@@ -103,6 +103,29 @@ def _train_meta(exp: ExperimentLayout, sel: dict[str, Any], src: Path) -> dict[s
     return read_train_meta(first) if (first / "train_meta.json").is_file() else {}
 
 
+def _tuning_text(info: dict[str, Any], train_meta: dict[str, Any], summary: dict[str, Any]) -> str:
+    """How the model's training recipe was chosen, for the model card."""
+    from .tuning.space import describe_params
+
+    tuned = (info.get("model") or {}).get("tuned")
+    study = ((summary.get("tuning") or {}).get("candidates") or {}).get(
+        (info.get("model") or {}).get("name"), {}
+    )
+    if (info.get("model") or {}).get("library") == "ensemble":
+        return "those of its members (the summary's tuning section); averaging has none of its own"
+    if not tuned:
+        return (
+            "not tuned: the experiment's one shared recipe (learning rate "
+            f"{train_meta.get('lr', '?')}), the same for every candidate"
+        )
+    return (
+        f"tuned on validation images with {study.get('trials', '?')} trials "
+        f"({study.get('sampler', '?')}), the same budget for every candidate; chosen: trial "
+        f"{tuned['best_trial']} (validation {tuned['metric']} {float(tuned['value']):.4f}): "
+        f"{describe_params(tuned['params'])}"
+    )
+
+
 def _card(exp: ExperimentLayout, sel, summary, meta, info, parity, splits, train_meta, mode: str) -> str:
     row = next(r for r in summary["models"] if r["model"] == sel["model"])
     per_class = [float("nan") if v is None else float(v) for v in summary["per_class_IoU"][sel["model"]]]
@@ -127,6 +150,7 @@ def _card(exp: ExperimentLayout, sel, summary, meta, info, parity, splits, train
             f"{c} {v:.3f}" if v == v else f"{c} n/a" for c, v in zip(summary["classes"], per_class)
         ),
         weak=[c for c, v in zip(summary["classes"], per_class) if v == v and v < 0.05],
+        tuning_text=_tuning_text(info, train_meta, summary),
     )
 
 

@@ -219,11 +219,41 @@ def _figures(
     ranks = {n: v["rank_probabilities"] for n, v in per_cand.items() if v.get("rank_probabilities")}
     if len(ranks) > 1:
         figs["ranks"] = plots.rank_probabilities(ranks, order)
+    tuning = summary.get("tuning") or {}
+    tuned = tuning.get("candidates") or {}
     if "time_ms_median" in df.columns and "val_score" in df.columns:
         figs["pareto"] = plots.accuracy_latency(
-            df, best.get("model"), crit, (best.get("constraints") or {}).get("max_ms_per_image")
+            df,
+            best.get("model"),
+            crit,
+            (best.get("constraints") or {}).get("max_ms_per_image"),
+            {n: c.get("trials_table") or [] for n, c in tuned.items()},
         )
+    if tuned:
+        figs["budget"] = plots.budget_curves(tuned, crit)
     return figs
+
+
+def _tuning(summary: dict[str, Any]) -> dict[str, Any]:
+    """The tuning section: whether and how the candidates were tuned, one row per candidate."""
+    from ..tuning.space import describe_params
+
+    t = {"tuned": False, "text": "", "crossing_text": "", "estimator": "", **(summary.get("tuning") or {})}
+    rows = [
+        {
+            "model": name,
+            "trials": c["trials"],
+            "complete": c["complete"],
+            "pruned": c["pruned"],
+            "failed": c["failed"],
+            "compute (min)": round(float(c["compute_s"]) / 60, 1),
+            "best trial": c["best_trial"],
+            "best configuration": describe_params(c["params"]),
+            f"validation {c['metric']}": c["value"],
+        }
+        for name, c in (t.get("candidates") or {}).items()
+    ]
+    return dict(t, table=_table_html(pd.DataFrame(rows)) if rows else None)
 
 
 def _overlays(
@@ -313,5 +343,6 @@ def build_context(
         "summary_table": _summary_table(df, crit),
         "figures": _figures(exp, summary, df, order, crit, n_folds, seeds),
         "overlays": _overlays(exp, ds, meta, order, report_cfg, seeds[0]),
+        "tuning": _tuning(summary),
         "n_seeds": len(seeds),
     }

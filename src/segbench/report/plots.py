@@ -18,6 +18,7 @@ __all__ = [
     "png_uri",
     "miou_with_ci",
     "accuracy_latency",
+    "budget_curves",
     "per_class_iou",
     "per_image_boxplot",
     "learning_curves",
@@ -144,11 +145,24 @@ def rank_probabilities(probs: dict[str, list[float]], order: list[str]) -> str:
     return png_uri(fig)
 
 
-def accuracy_latency(df, selected: str | None, criterion_label: str, max_ms: float | None) -> str:
+def accuracy_latency(
+    df, selected: str | None, criterion_label: str, max_ms: float | None, trials: dict[str, Any] | None = None
+) -> str:
     """Validation score against median ms per image: selectable and constrained-out candidates, the
-    Pareto front (orange steps) and the selected model (red star)."""
+    Pareto front (orange steps) and the selected model (red star); with ``trials`` (``{model: [rows of
+    trials.csv]}``), every tuning trial as a small dot of its candidate (scored on the tuning fold's
+    validation images)."""
     plt, _ = _plt()
     fig, ax = plt.subplots(figsize=(6.8, 3.8))
+    for name, rows in (trials or {}).items():
+        pts = [
+            (r["time_ms_median"], r["value"])
+            for r in rows
+            if r.get("time_ms_median") is not None and r.get("value") is not None
+        ]
+        if pts:
+            xs, ys = zip(*pts)
+            ax.scatter(xs, ys, s=14, alpha=0.45, label=f"{name}: tuning trials")
     ok = df["selectable"].astype(bool)
     ax.scatter(df.loc[ok, "time_ms_median"], df.loc[ok, "val_score"], s=60, c="tab:blue", label="selectable")
     if (~ok).any():
@@ -196,6 +210,30 @@ def accuracy_latency(df, selected: str | None, criterion_label: str, max_ms: flo
     ax.set_xlabel("ms per image (median)")
     ax.set_ylabel(f"validation {criterion_label}")
     ax.legend(fontsize=7, loc="best")
+    return png_uri(fig)
+
+
+def budget_curves(candidates: dict[str, dict[str, Any]], criterion_label: str) -> str:
+    """Each candidate's expected best validation score against the number of tuning trials (the
+    budget curve of :mod:`segbench.tuning.budget`), with every trial's own score as a dot at its
+    trial number."""
+    plt, _ = _plt()
+    fig, ax = plt.subplots(figsize=(6.8, 3.6))
+    for i, (name, c) in enumerate(candidates.items()):
+        color = f"C{i}"
+        curve = c.get("budget_curve") or []
+        ax.plot(
+            range(1, len(curve) + 1), curve, marker="o", ms=3, color=color, label=f"{name}: expected best"
+        )
+        pts = [
+            (r["number"] + 1, r["value"]) for r in c.get("trials_table") or [] if r.get("value") is not None
+        ]
+        if pts:
+            xs, ys = zip(*pts)
+            ax.scatter(xs, ys, s=12, alpha=0.4, color=color, marker="x")
+    ax.set_xlabel("number of trials (budget)")
+    ax.set_ylabel(f"validation {criterion_label}")
+    ax.legend(fontsize=7, loc="lower right")
     return png_uri(fig)
 
 
