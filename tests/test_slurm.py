@@ -151,6 +151,10 @@ def test_slurm_profile_runs_every_job_through_sbatch(tmp_path, slurm_cluster):
         "name=slurm",
         "device=cpu",
         "select.onnx=false",
+        # tuning: two trials in one round, as two sbatch jobs reporting to one journal file
+        "tune.trials=2",
+        "tune.batch=2",
+        "tune.pruner.name=median",
         "--workdir",
         str(work),
         "--profile",
@@ -164,10 +168,12 @@ def test_slurm_profile_runs_every_job_through_sbatch(tmp_path, slurm_cluster):
         "--set-threads",
         f"train={cpus}",
         f"evaluate={cpus}",
+        "tune_trial=1",
         "best=1",
         "--set-resources",
         "train:mem_mb=3000",
         "evaluate:mem_mb=3000",
+        "tune_trial:mem_mb=2500",
         "--slurm-no-account",
         "--slurm-status-command",
         "squeue",
@@ -202,6 +208,9 @@ def test_slurm_profile_runs_every_job_through_sbatch(tmp_path, slurm_cluster):
         "convert",
         "validate",
         "split",
+        "tune_ask",
+        "tune_trial",
+        "tune_best",
         "train",
         "evaluate",
         "aggregate",
@@ -216,6 +225,14 @@ def test_slurm_profile_runs_every_job_through_sbatch(tmp_path, slurm_cluster):
         assert completed[jobid]["JobState"] == "COMPLETED", (rule, completed[jobid])
         assert completed[jobid]["WorkDir"] == str(work)
         assert completed[jobid]["Partition"] == slurm_cluster["partition"]
+    # the two trials were two sbatch jobs that ran side by side (1 core each), one journal between them
+    trials = [completed[j] for j, r in submitted.items() if r == "tune_trial"]
+    assert len(trials) == 2, trials
+    (s0, e0), (s1, e1) = sorted((t["StartTime"], t["EndTime"]) for t in trials)
+    assert s1 < e0, f"the trial jobs ran one after the other: {trials}"
+    study = work / "results" / "slurm" / "tune" / "smp_unet_r18"
+    best = __import__("json").loads((study / "best.json").read_text())
+    assert best["trials"] == 2 and best["complete"] == 2 and (study / "study.journal").is_file()
     train_id = next(j for j, r in submitted.items() if r == "train")
     assert f"cpu={cpus}" in completed[train_id]["Tres"] and "mem=3000M" in completed[train_id]["Tres"]
     shown = subprocess.run(
