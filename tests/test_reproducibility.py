@@ -90,6 +90,7 @@ def test_each_step_fingerprints_the_code_it_runs(tmp_path, monkeypatch):
     assert "report/templates/model_card.md.j2" in closure["best"] and "report/plots.py" not in closure["best"]
     assert "evaluate.py" in closure["ensemble"] and "inference.py" in closure["evaluate"]
     assert "data/importers/labelme.py" in closure["convert"]
+    assert {"tuning/trial.py", "tuning/study.py", "training/run.py", "evaluate.py"} <= closure["tune"]
 
     # edit a copy of the package: a report change moves only the report's fingerprint, a backend
     # change moves training's and everything that loads a model, never the conversion's
@@ -112,7 +113,13 @@ def test_each_step_fingerprints_the_code_it_runs(tmp_path, monkeypatch):
         f.write("\nX = 1\n")
     provenance._imports.cache_clear()
     after2 = {s: provenance.code_fingerprint(s) for s in provenance.STEPS}
-    assert {s for s in after if after[s] != after2[s]} == {"train", "evaluate", "ensemble", "best"}
+    # ... and tuning's: its trials train models
+    assert {s for s in after if after[s] != after2[s]} == {"train", "tune", "evaluate", "ensemble", "best"}
+    with open(pkg / "tuning" / "study.py", "a") as f:  # a change of the search moves tuning only
+        f.write("\nY = 1\n")
+    provenance._imports.cache_clear()
+    after3 = {s: provenance.code_fingerprint(s) for s in provenance.STEPS}
+    assert {s for s in after2 if after2[s] != after3[s]} == {"tune"}
     provenance._imports.cache_clear()
     with pytest.raises(KeyError, match="steps: convert"):
         provenance.code_fingerprint("nope")

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segbench.tuning import finish_study, read_round, spec_for, tune_enabled
+from segbench.tuning import tune_enabled
 from segbench.tuning.budget import curves_cross, expected_max
 from segbench.tuning.space import distributions, space_for, trial_model_config
+from segbench.tuning.steps import finish_study, read_round, spec_for
 from segbench.tuning.study import ask_round, make_pruner, open_study
 
 SPACE = {

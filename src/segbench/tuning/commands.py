@@ -12,7 +12,7 @@ __all__ = ["add_commands"]
 
 def _spec(args):
     from ..config import load_json
-    from . import spec_for
+    from .steps import spec_for
 
     model_cfg = load_json(args.model_config)
     tune_cfg = dict(load_json(args.tune), code=args.code)
@@ -71,8 +71,8 @@ def _cmd_trial(args) -> int:
 
 def _cmd_best(args) -> int:
     from ..records import read_json
-    from . import finish_study, read_round
     from .space import describe_params
+    from .steps import finish_study, read_round
 
     spec = _spec(args)
     results = [read_json(p, required=("number", "state")) for p in args.trials or []]
