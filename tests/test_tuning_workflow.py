@@ -22,7 +22,7 @@ SEGBENCH = [sys.executable, "-m", "segbench.cli"]
 def _overrides(root: Path, trials: int = 4) -> list[str]:
     return [
         f"dataset.root={root}",
-        "models=[smp_unet_r18,tv_lraspp_mbv3]",
+        "models=[smp_unet_r18]",
         "train.epochs=1",
         "train.image_size=[32,32]",
         "train.batch_size=4",
@@ -73,18 +73,16 @@ def test_tuning_in_the_workflow_is_reproducible_resumable_and_incremental(tmp_pa
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
     exp = work / "results" / "tuned"
     jobs = _jobs(r.stdout + r.stderr)
-    assert jobs.count("tune_trial") == 8 and jobs.count("tune_best") == 2 and jobs.count("tune_ask") == 6
-    # the candidates train the tuned configuration: its params are in the model's model.json
-    for m in ("smp_unet_r18", "tv_lraspp_mbv3"):
+    assert jobs.count("tune_trial") == 4 and jobs.count("tune_best") == 1 and jobs.count("tune_ask") == 3
+    # the candidate trains the tuned configuration: its params are in the model's model.json
+    for m in ("smp_unet_r18",):
         best = json.loads((exp / "tune" / m / "best.json").read_text())
         info = json.loads((exp / "models" / m / "fold0" / "seed42" / "model.json").read_text())
-        assert info["model"]["train"] == best["params"] and info["model"]["tuned"]["trials"] == 4
+        assert info["model"]["train"] == best["params"]
+        assert info["model"]["tuned"]["best_trial"] == best["best_trial"]
         assert best["trials"] == 4 and best["complete"] + best["pruned"] + best["failed"] == 4
     summary = json.loads((exp / "summary.json").read_text())
-    assert summary["tuning"]["tuned"] and set(summary["tuning"]["candidates"]) == {
-        "smp_unet_r18",
-        "tv_lraspp_mbv3",
-    }
+    assert summary["tuning"]["tuned"] and set(summary["tuning"]["candidates"]) == {"smp_unet_r18"}
     html = (exp / "report" / "index.html").read_text()
     assert "Tuning (validation only)" in html and "expected best of n trials" in html
     card = (exp / "best" / "MODEL_CARD.md").read_text()
@@ -101,25 +99,28 @@ def test_tuning_in_the_workflow_is_reproducible_resumable_and_incremental(tmp_pa
     r2 = _run(fresh, _overrides(camvid_subset))
     assert r2.returncode == 0, r2.stdout[-3000:] + r2.stderr[-6000:]
     exp2 = fresh / "results" / "tuned"
-    for m in ("smp_unet_r18", "tv_lraspp_mbv3"):
+    for m in ("smp_unet_r18",):
         assert _asked(exp2, m) == _asked(exp, m)
-        assert (exp2 / "tune" / m / "best.json").read_text() == (exp / "tune" / m / "best.json").read_text()
+        best2, best1 = (json.loads((e / "tune" / m / "best.json").read_text()) for e in (exp2, exp))
+        assert best2.pop("compute_s") > 0 and best1.pop("compute_s") > 0  # the only thing timing-dependent
+        assert best2 == best1
     # the run killed mid-study lost no finished trial: those were not run again
     rerun = (r2.stdout + r2.stderr).count("rule tune_trial:")
-    assert killed and rerun == 8 - len(killed)
+    assert killed and rerun == 4 - len(killed)
     for f, (mtime, text) in killed.items():
         assert f.stat().st_mtime == mtime and f.read_text() == text
 
     # raising tune.trials asks and runs only the new trials
     more = _run(work, _overrides(camvid_subset, trials=6))
     assert more.returncode == 0, more.stdout[-3000:] + more.stderr[-6000:]
-    assert _jobs(more.stdout + more.stderr).count("tune_trial") == 4  # 2 new trials x 2 candidates
+    assert _jobs(more.stdout + more.stderr).count("tune_trial") == 2  # the 2 new trials
     assert [t["number"] for t in _asked(exp, "smp_unet_r18")] == list(range(6))
 
 
 def _kill_mid_study(work: Path, overrides: list[str]) -> dict[Path, tuple[float, str]]:
     """Start the run, kill it (its whole process group, as a crash would) once some trials have
-    finished and others have not; return the finished trials' files with their mtime and text."""
+    finished and others have not (round 0's two trials done, round 1 not); return the finished
+    trials' files with their mtime and text."""
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
     env.pop("SNAKEMAKE_OUTPUT_CACHE", None)
     proc = subprocess.Popen(
@@ -133,10 +134,10 @@ def _kill_mid_study(work: Path, overrides: list[str]) -> dict[Path, tuple[float,
     exp = work / "results" / "tuned"
     deadline = time.time() + 900
     try:
-        while len(list(exp.glob("tune/*/round*/trial*/trial.json"))) < 3:
+        # round 1 asked: Snakemake recorded round 0's two trials as done and started round 1's
+        while not (exp / "tune" / "smp_unet_r18" / "round1" / "asked" / "round.json").is_file():
             assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
             time.sleep(0.2)
-        time.sleep(2)  # Snakemake records the finished jobs
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -147,7 +148,7 @@ def _kill_mid_study(work: Path, overrides: list[str]) -> dict[Path, tuple[float,
         for f in exp.glob("tune/*/round*/trial*/trial.json")
         if f.relative_to(work).as_posix() not in unfinished
     )
-    assert 3 <= len(done) < 8, "every trial finished before the kill"
+    assert 1 <= len(done) < 4, f"the kill came too early or too late: {len(done)} of 4 trials recorded done"
     return {f: (f.stat().st_mtime, f.read_text()) for f in done}
 
 
