@@ -31,7 +31,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .io import write_if_changed
     from .layout import ExperimentLayout
 
-    cfg = config.compose(args.overrides)
+    cfg = config.compose(args.overrides, args.config_dir)
     workdir = Path(args.workdir).resolve()
     exp = ExperimentLayout.named(cfg["name"], workdir / "results")
     cfg_path = exp.config_yaml
@@ -114,7 +114,7 @@ def _unlock_if_stale(workdir: Path, cmd: list[str], env: dict[str, str]) -> None
 def _cmd_config(args: argparse.Namespace) -> int:
     from . import config
 
-    print(yaml.safe_dump(config.compose(args.overrides), sort_keys=False), end="")
+    print(yaml.safe_dump(config.compose(args.overrides, args.config_dir), sort_keys=False), end="")
     return 0
 
 
@@ -220,6 +220,10 @@ def _cmd_train(args):
     recipe = load_json(args.train)
     if args.seed is not None:  # the job's training seed (models/<m>/fold<k>/seed<s>/)
         recipe["seed"] = args.seed
+    if args.plan:  # the recipe's `plan` keys, as the plan decided them for this model (segbench.plan)
+        from .plan import resolve_recipe
+
+        recipe = resolve_recipe(recipe, load_json(args.plan))
     info = train_model(
         args.dataset,
         args.splits,
@@ -337,6 +341,7 @@ def _cmd_report(args):
         load_json(args.config),
         args.out,
         select_cfg=load_json(args.select) if args.select else None,
+        plan_json=args.plan,
     )
     print(f"report written to {args.out}")
     return 0
@@ -377,6 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", help="Hydra overrides, e.g. experiment=camvid_quick train.epochs=3"
     )
     r.add_argument("--workdir", default=".", help="where data/ and results/ go (default: current folder)")
+    r.add_argument(
+        "--config-dir",
+        action="append",
+        default=[],
+        help="a folder of your own configs (dataset/, experiment/, model/ ...), searched before segbench's "
+        "config/ (repeatable; also $SEGBENCH_CONFIG_PATH); segbench init writes one",
+    )
     r.add_argument("--cores", type=int, default=None, help="CPU cores for Snakemake (default: the profile's)")
     r.add_argument("--profile", default="default", help="profile in workflow/profiles/ (default, slurm ...)")
     r.add_argument("--dry-run", action="store_true", help="show the jobs without running them")
@@ -387,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("config", help="print the composed, validated config")
     c.add_argument("overrides", nargs="*")
+    c.add_argument("--config-dir", action="append", default=[], help="a folder of your own configs (see run)")
     c.set_defaults(fn=_cmd_config)
 
     m = sub.add_parser(
@@ -409,9 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--mode",
-        default="resize",
-        choices=["resize", "whole", "slide"],
-        help="resize (as evaluated; default), whole image, or sliding window (large images)",
+        default="auto",
+        choices=["auto", "resize", "whole", "slide"],
+        help="auto (as the model was evaluated; default), resize, whole image, or sliding window "
+        "(large images)",
     )
     s.add_argument("--scale", type=float, default=1.0, help="whole/slide: rescale the image first")
     s.add_argument(
@@ -431,9 +445,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_dataset_commands(sub)
     _add_step_commands(sub)
+    from .plan_commands import add_commands as _add_plan_commands
     from .tuning.commands import add_commands as _add_tune_commands
 
     _add_tune_commands(sub)
+    _add_plan_commands(sub)
     return p
 
 
@@ -509,6 +525,7 @@ def _add_step_commands(sub) -> None:
     s.add_argument("--seed", type=int, default=None, help="training seed (default: the recipe's seed)")
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--logger", default=None, help="logger config (JSON): csv | tensorboard | mlflow | none")
+    s.add_argument("--plan", default=None, help="plan/<model>.json: what the plan decided for this model")
     s.set_defaults(fn=_cmd_train)
 
     s = sub.add_parser("evaluate", help="evaluate one trained model on the test split")
@@ -571,6 +588,7 @@ def _add_step_commands(sub) -> None:
     s.add_argument(
         "--select", default=None, help="select config (JSON): the bootstrap resamples stated on the page"
     )
+    s.add_argument("--plan", default=None, help="plan.json, when the recipe left keys to the plan")
     s.add_argument("--out", required=True)
     s.set_defaults(fn=_cmd_report)
 

@@ -9,6 +9,7 @@ The result is a plain dict, validated against ``workflow/schemas/config.schema.y
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,8 @@ from omegaconf import OmegaConf
 from . import paths
 
 __all__ = [
+    "CONFIG_PATH_ENV",
+    "user_config_dirs",
     "ConfigError",
     "compose",
     "resolve",
@@ -42,16 +45,78 @@ def _register_resolvers() -> None:
         OmegaConf.register_new_resolver("shared", lambda rel="": str(paths.shared_dir() / rel))
 
 
-def available(group: str) -> list[str]:
-    """Names of the options of a config group (``config/<group>/*.yaml``), sorted."""
-    return sorted(p.stem for p in (paths.config_dir() / group).glob("*.yaml"))
+#: environment variable: folders of the user's own configs (os.pathsep-separated), searched before
+#: segbench's config/ (Hydra's search path), so an update of segbench never touches them
+CONFIG_PATH_ENV = "SEGBENCH_CONFIG_PATH"
 
 
-def compose(overrides: Sequence[str] = ()) -> dict[str, Any]:
+def user_config_dirs(extra: Sequence[str | Path] = ()) -> list[Path]:
+    """The user's config folders: ``extra`` (``segbench run --config-dir DIR``) then
+    ``$SEGBENCH_CONFIG_PATH``; each holds the same groups as ``config/`` (``dataset/``,
+    ``experiment/``, ``model/`` ...), and a file there wins over segbench's of the same name.
+
+    Raises:
+        ConfigError: a folder that does not exist (names it).
+    """
+    import os
+
+    dirs = [Path(d) for d in extra]
+    dirs += [Path(d) for d in os.environ.get(CONFIG_PATH_ENV, "").split(os.pathsep) if d.strip()]
+    out = []
+    for d in dirs:
+        if not d.is_dir():
+            raise ConfigError(
+                f"{d}: config folder not found (from --config-dir or ${CONFIG_PATH_ENV}); create it "
+                "(segbench init writes one) or fix the path"
+            )
+        if d.resolve() not in out:
+            out.append(d.resolve())
+    return out
+
+
+def available(group: str, config_dirs: Sequence[str | Path] = ()) -> list[str]:
+    """Names of the options of a config group (``config/<group>/*.yaml`` and the user's
+    ``<dir>/<group>/*.yaml``, :func:`user_config_dirs`), sorted."""
+    folders = [*user_config_dirs(config_dirs), paths.config_dir()]
+    return sorted({p.stem for d in folders for p in (d / group).glob("*.yaml")})
+
+
+@contextlib.contextmanager
+def _search(config_dirs: Sequence[str | Path]):
+    """``(primary config folder, searchpath override)`` for Hydra, the user's folders first so a file
+    there wins over segbench's of the same name. Hydra searches the primary folder, then
+    ``hydra.searchpath`` in order, and needs the root ``config.yaml`` in the primary folder: with user
+    folders, the primary is a temporary folder holding a copy of segbench's ``config.yaml``, and the
+    search path is the user's folders, then segbench's ``config/``."""
+    import shutil
+    import tempfile
+
+    user = user_config_dirs(config_dirs)
+    if not user:
+        yield paths.config_dir(), []
+        return
+    with tempfile.TemporaryDirectory(prefix="segbench-config-") as tmp:
+        shutil.copyfile(paths.config_dir() / "config.yaml", Path(tmp) / "config.yaml")
+        dirs = [*user, paths.config_dir().resolve()]
+        yield Path(tmp), [f"hydra.searchpath=[{','.join('file://' + d.as_posix() for d in dirs)}]"]
+
+
+def _model_file(name: str, config_dirs: Sequence[str | Path]) -> dict[str, Any]:
+    """``model/<name>.yaml`` from the first config folder holding it (the user's first, then segbench's),
+    resolved (``${shared:...}``)."""
+    for d in [*user_config_dirs(config_dirs), paths.config_dir()]:
+        f = d / "model" / f"{name}.yaml"
+        if f.is_file():
+            return OmegaConf.to_container(OmegaConf.load(f), resolve=True)
+    raise ConfigError(f"models: no model/{name}.yaml in the config folders")
+
+
+def compose(overrides: Sequence[str] = (), config_dirs: Sequence[str | Path] = ()) -> dict[str, Any]:
     """Compose the experiment config from ``config/`` with Hydra overrides; resolve and validate it.
 
     Args:
         overrides: Hydra command-line overrides, e.g. ``["experiment=camvid_quick", "train.epochs=3"]``.
+        config_dirs: the user's config folders (:func:`user_config_dirs`), searched first.
 
     Returns:
         The resolved config as a plain dict (see :func:`resolve`).
@@ -66,18 +131,21 @@ def compose(overrides: Sequence[str] = ()) -> dict[str, Any]:
 
     _register_resolvers()
     try:
-        with initialize_config_dir(config_dir=str(paths.config_dir()), version_base="1.3"):
-            cfg = hydra_compose(config_name="config", overrides=list(overrides))
+        with (
+            _search(config_dirs) as (primary, search),
+            initialize_config_dir(config_dir=str(primary), version_base="1.3"),
+        ):
+            cfg = hydra_compose(config_name="config", overrides=[*search, *overrides])
             raw = OmegaConf.to_container(cfg, resolve=True)
             models = {}
             for name in raw.get("models") or []:
-                if name not in available("model"):
+                if name not in available("model", config_dirs):
                     raise ConfigError(
-                        f"models: unknown model '{name}'; allowed values: {', '.join(available('model'))} "
-                        f"(files in {paths.config_dir() / 'model'})"
+                        f"models: unknown model '{name}'; allowed values: "
+                        f"{', '.join(available('model', config_dirs))} (files in "
+                        f"{paths.config_dir() / 'model'} and model/ of your config folders)"
                     )
-                mcfg = hydra_compose(config_name=f"model/{name}")
-                models[name] = OmegaConf.to_container(mcfg, resolve=True)["model"]
+                models[name] = _model_file(name, config_dirs)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(f"could not compose the config: {err}") from err
     return resolve(raw, models)
@@ -170,6 +238,7 @@ def job_configs(cfg: dict[str, Any]) -> dict[str, Any]:
         "select": dict(cfg["select"], seed=cfg["seed"]),
         "logger": dict(cfg.get("logger") or {"name": "none"}, experiment=cfg["name"]),
         "tune": tune_config(cfg),
+        "plan": dict(cfg.get("plan") or {}),
         "models": {name: dict(m, name=name) for name, m in cfg["model"].items()},
     }
 
@@ -185,6 +254,14 @@ def tune_config(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(
             f"tune.metric ({tune['metric']}) and the first of tune.objectives ({objectives[0]}) differ: "
             "the first objective is the validation score the search maximises; make them the same"
+        )
+    if (int(tune.get("trials") or 0) > 0 or tune.get("budget_hours")) and any(
+        cfg["train"].get(k) == "plan"
+        for k in ("epochs", "batch_size", "image_size", "scale", "crop", "class_weights")
+    ):
+        raise ConfigError(
+            "tune.trials with a planned recipe (train keys set to plan) is not supported yet: tune with a "
+            "recipe of values (e.g. train=quick), or plan without tuning (tune.trials=0)"
         )
     tune["metric"] = (objectives[:1] or [tune.get("metric") or cfg["select"].get("criterion", "mIoU")])[0]
     if tune["metric"] == "mDice_fg" and cfg["dataset"].get("background") is None:

@@ -124,3 +124,29 @@ def usable_cpus() -> int:
     if slurm.isdigit() and int(slurm) > 0:
         n = min(n, int(slurm))
     return max(1, n)
+
+
+def usable_memory_mb() -> float:
+    """Memory (MB) this process can still use: the smaller of the free RAM (``MemAvailable`` of
+    ``/proc/meminfo``) and the cgroup's limit minus its usage (a container, a SLURM job); 8000 when
+    neither can be read."""
+    avail = None
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    for limit_f, usage_f in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ):
+        try:
+            limit = open(limit_f).read().strip()
+            if limit != "max" and int(limit) < 1 << 60:
+                left = (int(limit) - int(open(usage_f).read().strip())) / 2**20
+                avail = left if avail is None else min(avail, left)
+            break
+        except (OSError, ValueError):
+            continue
+    return float(avail) if avail is not None else 8000.0

@@ -130,7 +130,7 @@ def build_ensemble(
     infos = [read_model_info(exp.model_dir(n, fold, seed)) for n in names]
     first = infos[0]
     for n, inf in zip(names[1:], infos[1:]):
-        for key in ("image_size", "num_classes", "normalize"):
+        for key in ("image_size", "num_classes", "normalize", "inference"):
             if inf.get(key) != first.get(key):
                 raise ValueError(
                     f"cannot ensemble {names[0]} and {n}: different {key} ({first.get(key)} vs "
@@ -140,7 +140,7 @@ def build_ensemble(
     name = ensemble_name(top_k)
     info = {
         k: first[k]
-        for k in ("num_classes", "classes", "ignore_index", "image_size", "normalize", "dataset")
+        for k in ("num_classes", "classes", "ignore_index", "image_size", "normalize", "dataset", "inference")
         if k in first
     }
     info.update(

@@ -206,7 +206,10 @@ def evaluate_loaded(
     n = info["num_classes"]
     ignore = info["ignore_index"]
     infer = InferenceConfig.from_dict(
-        eval_cfg, info["image_size"], info.get("normalize") or eval_cfg.get("normalize")
+        eval_cfg,
+        info["image_size"],
+        info.get("normalize") or eval_cfg.get("normalize"),
+        info.get("inference"),
     )
     reset_peak_memory(device)
     keep = set(sorted(test_ids)[: int(eval_cfg.get("save_predictions", 0))])
@@ -285,7 +288,10 @@ def evaluate_validation(
         )
     n, ignore = info["num_classes"], info["ignore_index"]
     infer = InferenceConfig.from_dict(
-        eval_cfg, info["image_size"], info.get("normalize") or eval_cfg.get("normalize")
+        eval_cfg,
+        info["image_size"],
+        info.get("normalize") or eval_cfg.get("normalize"),
+        info.get("inference"),
     )
     reset_peak_memory(device)
     root = Path(dataset_json).parent

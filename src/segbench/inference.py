@@ -63,7 +63,9 @@ class InferenceConfig:
 
     def __post_init__(self):
         if self.mode not in ("resize", "whole", "slide"):
-            raise ValueError(f"inference mode '{self.mode}' unknown; allowed values: resize, whole, slide")
+            raise ValueError(
+                f"inference mode '{self.mode}' unknown; allowed values: auto, resize, whole, slide"
+            )
         if self.blend not in ("mean", "gaussian"):
             raise ValueError(f"blend '{self.blend}' unknown; allowed values: mean, gaussian")
         if not 0 <= self.overlap <= 0.95:
@@ -73,11 +75,30 @@ class InferenceConfig:
 
     @classmethod
     def from_dict(
-        cls, d: dict[str, Any], image_size: Sequence[int], normalize: dict[str, Any] | None = None
+        cls,
+        d: dict[str, Any],
+        image_size: Sequence[int],
+        normalize: dict[str, Any] | None = None,
+        model_inference: dict[str, Any] | None = None,
     ) -> InferenceConfig:
-        """Build from a config dict (unknown keys ignored), with the model's training size/normalisation."""
+        """Build from a config dict (unknown keys ignored), with the model's training size/normalisation.
+
+        ``mode: auto`` (or no mode) takes the model's own inference (``model.json`` ``inference``: a
+        model trained on rescaled crops is evaluated by a sliding window of its patch at its scale,
+        :mod:`segbench.plan`); a model without one is evaluated in ``resize`` mode."""
         keys = {"mode", "scale", "crop", "overlap", "blend", "flip", "batch_size", "size_divisor"}
         kw = {k: v for k, v in d.items() if k in keys and v is not None}
+        if kw.get("mode", "auto") == "auto":
+            own = {
+                k: v
+                for k, v in (model_inference or {}).items()
+                if k in ("mode", "scale", "crop", "overlap", "blend")
+            }
+            kw = {
+                **{k: v for k, v in kw.items() if k not in ("mode", "scale", "crop", "overlap", "blend")},
+                **own,
+            }
+            kw.setdefault("mode", "resize")
         return cls(
             image_size=list(image_size),
             normalize=normalize

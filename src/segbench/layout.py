@@ -12,6 +12,7 @@ steps share one definition::
       models/<model>/fold<k>/seed<s>/   TRAIN_FILES, lightning/last.ckpt (resume), lr_find.json
       eval/<model>/fold<k>/seed<s>/     EVAL_FILES, predictions/<id>.png
       tune/<model>/                study.journal, round<r>/, best.json, trials.csv, tuned_model.json
+      plan.json, plan/<model>.json, preprocessed/   the training plan and the rescaled dataset
       summary.csv, summary.json, selection.json, learning_curves.csv, provenance.json
       best/                       the selected model, ready to use
       report/index.html
@@ -207,6 +208,22 @@ class ExperimentLayout:
     def learning_curves(self) -> Path:
         return self.root / "learning_curves.csv"
 
+    # ---- the plan (segbench.plan) and the rescaled copy of the dataset it trains on
+    @property
+    def plan_json(self) -> Path:
+        """``plan.json``: the training plan, every decision with its reason and the probes' timings."""
+        return self.root / "plan.json"
+
+    def plan_decisions(self, model: str) -> Path:
+        """``plan/<model>.json``: only what the plan decided for one model (what its training reads, so
+        a new probe that decides the same retrains nothing)."""
+        return self.root / "plan" / f"{model}.json"
+
+    @property
+    def preprocessed_json(self) -> Path:
+        """``preprocessed/dataset.json``: the dataset rescaled to the training scale."""
+        return self.root / "preprocessed" / "dataset.json"
+
     @property
     def provenance(self) -> Path:
         return self.root / "provenance.json"
@@ -280,6 +297,11 @@ class DatasetLayout:
     @property
     def validation_json(self) -> Path:
         return self.root / "validation.json"
+
+    @property
+    def fingerprint_json(self) -> Path:
+        """``fingerprint.json``: what the dataset is, in numbers (:mod:`segbench.data.fingerprint`)."""
+        return self.root / "fingerprint.json"
 
     @property
     def config_json(self) -> Path:

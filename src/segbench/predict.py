@@ -85,7 +85,9 @@ def predict_files(
     single = len(files) == 1 and out.suffix.lower() == ".png"
     dev = device_of(device)
     model, info = load_trained_model(model_dir, dev)
-    cfg = InferenceConfig.from_dict(inference or {}, info["image_size"], info.get("normalize"))
+    cfg = InferenceConfig.from_dict(
+        inference or {}, info["image_size"], info.get("normalize"), info.get("inference")
+    )
     classes = info.get("classes") or [{"id": i, "name": str(i)} for i in range(int(info["num_classes"]))]
     pal = class_palette(classes)
     records = []

@@ -41,6 +41,9 @@ STEPS = {
     "convert": ("data/convert",),
     "validate": ("data/validate",),
     "split": ("data/splits",),
+    "fingerprint": ("data/fingerprint",),
+    "plan": ("plan", "plan_commands"),
+    "preprocess": ("data/preprocess",),
     "train": ("training",),
     "tune": ("tuning/commands",),
     "evaluate": ("evaluate",),
@@ -75,7 +78,17 @@ LIBRARIES = (
     "pandas",
     "optuna",
 )
-_USES_LIBRARIES = {"train", "tune", "evaluate", "ensemble", "best", "convert", "aggregate"}
+_USES_LIBRARIES = {
+    "train",
+    "tune",
+    "plan",
+    "preprocess",
+    "evaluate",
+    "ensemble",
+    "best",
+    "convert",
+    "aggregate",
+}
 
 
 def _module_file(parts: list[str]) -> Path | None:

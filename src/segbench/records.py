@@ -372,6 +372,19 @@ MODEL_INFO_SCHEMA: dict[str, Any] = {
             "properties": {"mean": _NUMBERS3, "std": _NUMBERS3, "max_pixel_value": {"type": "number"}},
         },
         "memory_format": {"enum": ["channels_last", "contiguous"]},
+        "inference": {
+            "type": "object",
+            "properties": {
+                "mode": {"enum": ["resize", "whole", "slide"]},
+                "scale": {"type": "number", "exclusiveMinimum": 0},
+                "crop": {
+                    "type": "array",
+                    "items": {"type": "integer", "minimum": 16},
+                    "minItems": 2,
+                    "maxItems": 2,
+                },
+            },
+        },
         "ensemble": {
             "type": "array",
             "minItems": 1,

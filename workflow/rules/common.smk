@@ -27,6 +27,7 @@ from segbench.layout import (
 )
 from segbench.models.weights import start_weight_files
 from segbench.provenance import STEPS, code_fingerprint, default_output_cache
+from segbench.plan import is_planned
 from segbench.tuning import tune_enabled
 from segbench.tuning.workflow import TuneInputs
 
@@ -99,6 +100,17 @@ write_if_changed(
 MODEL_CONFIGS = {
     m: (LAYOUT.tuned_model_config(m) if TUNE else LAYOUT.model_config(m)).as_posix() for m in MODELS
 }
+# the training plan (segbench.plan): recipe keys set to `plan` are decided by the plan step; a recipe
+# with a scale (the plan's or its own) trains on the dataset rescaled once (preprocessed/)
+PLANNED = is_planned(JOBS["train"])
+SCALED = JOBS["train"].get("scale") is not None
+FINGERPRINT_JSON = DATA.fingerprint_json.as_posix()
+SCALE_SOURCE = (
+    (LAYOUT.root / "plan_scale.json").as_posix()
+    if JOBS["train"].get("scale") == "plan"
+    else LAYOUT.step_config("train").as_posix()
+)
+TRAIN_DATASET = LAYOUT.preprocessed_json.as_posix() if SCALED else DATASET_JSON
 # the tuning rules' input functions (rounds found through the tune_ask checkpoint)
 TUNE_INPUTS = TuneInputs(checkpoints, LAYOUT)
 
@@ -117,6 +129,7 @@ for _key in (
     "logger",
     "tune",
     "tune_budget",
+    "plan",
 ):
     write_if_changed(LAYOUT.step_config(_key), sb_config.dump_json(JOBS[_key]))
 for _name, _mcfg in JOBS["models"].items():

@@ -2,8 +2,11 @@ rule train:
     """One model on one fold with one training seed. Sees only its model config, the recipes, the split
     and the dataset."""
     input:
-        dataset=DATASET_JSON,
+        # the dataset rescaled to the training scale when the recipe has one (preprocessed/)
+        dataset=TRAIN_DATASET,
         splits=SPLITS,
+        # what the plan decided for this model, when the recipe leaves keys to it
+        plan=lambda w: [LAYOUT.plan_decisions(w.model).as_posix()] if PLANNED else [],
         # the tuned config (tune/<model>/tuned_model.json) when the experiment tunes
         model=lambda w: MODEL_CONFIGS[w.model],
         train=LAYOUT.step_config("train").as_posix(),
@@ -18,6 +21,7 @@ rule train:
         model="{model}",
         fold="{fold}",
         seed="{seed}",
+        plan="--plan" if PLANNED else "",
         code=CODE["train"],
     cache: True
     log:
@@ -35,4 +39,5 @@ rule train:
         "segbench train --dataset {input.dataset} --splits {input.splits} --fold {params.fold} --seed {params.seed}"
         " --model {input.model} --train {input.train} --augment {input.augment}"
         " --logger $(dirname {input.train})/logger.json"
-        " --out $(dirname {output.model_safetensors}) --threads {threads} 2>&1 | tee {log}"
+        " --out $(dirname {output.model_safetensors}) --threads {threads} {params.plan} {input.plan}"
+        " 2>&1 | tee {log}"

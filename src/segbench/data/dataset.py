@@ -69,8 +69,9 @@ class ResizedCache:
         max_mb: memory budget in megabytes (10**6 bytes); 0 disables the cache.
     """
 
-    def __init__(self, image_size: Sequence[int], max_mb: float = 1024.0):
-        self.resize = resize_step(image_size)
+    def __init__(self, image_size: Sequence[int] | None, max_mb: float = 1024.0):
+        # None: images kept as read (a rescaled copy that is cropped, not resized, by the pipeline)
+        self.resize = resize_step(image_size) if image_size is not None else None
         self.max_bytes = int(max_mb * 1e6)
         self.bytes = 0
         self._items: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
@@ -87,8 +88,11 @@ class ResizedCache:
         key = (entry["image"], entry["mask"])
         item = self._items.get(key)
         if item is None:
-            out = self.resize(image=read_image(root / entry["image"]), mask=read_mask(root / entry["mask"]))
-            item = (out["image"], out["mask"])
+            image, mask = read_image(root / entry["image"]), read_mask(root / entry["mask"])
+            if self.resize is not None:
+                out = self.resize(image=image, mask=mask)
+                image, mask = out["image"], out["mask"]
+            item = (image, mask)
             size = item[0].nbytes + item[1].nbytes
             if self.bytes + size <= self.max_bytes:
                 self._items[key] = item
@@ -96,8 +100,50 @@ class ResizedCache:
         return item[0].copy(), item[1].copy()
 
 
+def crop_steps(
+    image_size: Sequence[int], train: bool, foreground_share: float, background: int | None, ignore_index: int
+) -> list[Any]:
+    """The first steps of a patch-training pipeline (images already rescaled:
+    :mod:`segbench.data.preprocess`).
+
+    Training: pad to at least the patch (image 0, mask ``ignore_index``), then an ``image_size`` crop:
+    with probability ``foreground_share`` one containing a labelled non-background pixel
+    (albumentations' ``CropNonEmptyMaskIfExists``, which falls back to any crop on a mask without
+    one), else a uniform random crop, as nnU-Net oversamples foreground (``oversample_foreground_percent``).
+    Validation: the whole image, padded to a multiple of 32 (scored where the mask is not padding).
+    """
+    h, w = int(image_size[0]), int(image_size[1])
+    if not train:
+        return [
+            A.PadIfNeeded(
+                min_height=None, min_width=None, pad_height_divisor=32, pad_width_divisor=32,
+                position="top_left", border_mode=0, fill=0, fill_mask=ignore_index,
+            )
+        ]  # fmt: skip
+    ignore = [v for v in (background, ignore_index) if v is not None]
+    pad = A.PadIfNeeded(min_height=h, min_width=w, border_mode=0, fill=0, fill_mask=ignore_index)
+    if foreground_share <= 0:
+        return [pad, A.RandomCrop(h, w)]
+    if foreground_share >= 1:
+        return [pad, A.CropNonEmptyMaskIfExists(h, w, ignore_values=ignore)]
+    return [
+        pad,
+        A.OneOf(
+            [
+                A.CropNonEmptyMaskIfExists(h, w, ignore_values=ignore, p=foreground_share),
+                A.RandomCrop(h, w, p=1 - foreground_share),
+            ],
+            p=1.0,
+        ),
+    ]
+
+
 def build_transform(
-    augment: dict[str, Any], image_size: Sequence[int], train: bool, seed: int | None = None
+    augment: dict[str, Any],
+    image_size: Sequence[int],
+    train: bool,
+    seed: int | None = None,
+    crop: dict[str, Any] | None = None,
 ) -> A.Compose:
     """albumentations pipeline from the ``augment`` config.
 
@@ -108,11 +154,18 @@ def build_transform(
         seed: seed of the pipeline's random state. albumentations 2.x keeps its own RNG, untouched
             by ``random.seed``/``np.random.seed``/``torch.manual_seed``: without it two runs with the
             same experiment seed augment differently and train different models.
+        crop: patch training (:func:`crop_steps`: ``{foreground_share, background, ignore_index}``)
+            instead of resizing every image to ``image_size``.
 
     Raises:
         ValueError: an unknown transform name (lists where to look) or bad arguments.
     """
-    steps: list[Any] = [resize_step(image_size)]
+    steps: list[Any] = (
+        crop_steps(image_size, train, float(crop.get("foreground_share", 0.33)), crop.get("background"),
+                   int(crop.get("ignore_index", 255)))
+        if crop is not None
+        else [resize_step(image_size)]
+    )  # fmt: skip
     if train:
         for spec in augment.get("train") or []:
             spec = dict(spec)

@@ -234,6 +234,26 @@ def _figures(
     return figs
 
 
+def _plan(plan_json) -> dict[str, Any] | None:
+    """The training plan (``plan.json``) when the recipe left keys to it: each decision and its reason."""
+    from ..records import read_json
+
+    if plan_json is None:
+        return None
+    plan = read_json(plan_json, required=("scale", "patch", "models"))
+    rows = [
+        {
+            "model": name,
+            "batch size": m["batch_size"],
+            "epochs": m["epochs"],
+            "images / s (probe)": round(float(m["images_per_s"]), 1),
+            "why": f"{m['why']}; {m['epochs_why']}",
+        }
+        for name, m in plan["models"].items()
+    ]
+    return dict(plan, table=_table_html(pd.DataFrame(rows)))
+
+
 def _tuning(summary: dict[str, Any]) -> dict[str, Any]:
     """The tuning section: whether and how the candidates were tuned, one row per candidate."""
     from ..tuning.space import describe_params
@@ -309,6 +329,7 @@ def build_context(
     report_cfg: dict[str, Any],
     select_cfg: dict[str, Any] | None = None,
     n_folds: int | None = None,
+    plan_json=None,
 ) -> dict[str, Any]:
     """The report's content: numbers, tables (HTML) and figures (data URIs).
 
@@ -318,6 +339,7 @@ def build_context(
         report_cfg: ``{title, n_overlays, overlay_alpha, n_worst}``.
         select_cfg: the ``select`` config (``n_bootstrap``, ``onnx``); None = its defaults.
         n_folds: folds per candidate (default: as many as ``summary.json`` records).
+        plan_json: ``plan.json`` when the recipe left keys to the plan (else no plan section).
 
     Raises:
         FileNotFoundError: an input of the report is missing (names it and the step that writes it).
@@ -344,5 +366,6 @@ def build_context(
         "figures": _figures(exp, summary, df, order, crit, n_folds, seeds),
         "overlays": _overlays(exp, ds, meta, order, report_cfg, seeds[0]),
         "tuning": _tuning(summary),
+        "plan": _plan(plan_json),
         "n_seeds": len(seeds),
     }

@@ -18,6 +18,7 @@ def render_report(
     report_cfg: dict[str, Any],
     out_path: str | Path,
     select_cfg: dict[str, Any] | None = None,
+    plan_json: str | Path | None = None,
 ) -> str:
     """Render ``report/index.html`` for an experiment: :func:`~segbench.report.context.build_context`
     laid out by ``templates/page.html.j2``; written atomically. The page needs no network to display.
@@ -28,6 +29,7 @@ def render_report(
         report_cfg: ``{title, n_overlays, overlay_alpha, n_worst}``.
         out_path: the HTML file to write.
         select_cfg: the ``select`` config (number of bootstrap resamples, ONNX on or off).
+        plan_json: the training plan, when the recipe left keys to it (its section of the page).
 
     Returns:
         The HTML text.
@@ -36,7 +38,8 @@ def render_report(
         FileNotFoundError: an input is missing (names the file and the step that writes it).
     """
     html = render_template(
-        "page.html.j2", **build_context(experiment_dir, dataset_dir, report_cfg, select_cfg)
+        "page.html.j2",
+        **build_context(experiment_dir, dataset_dir, report_cfg, select_cfg, plan_json=plan_json),
     )
     atomic_write_text(out_path, html)
     return html

@@ -60,14 +60,23 @@ class SegmentationDataModule(L.LightningDataModule):
         super().__init__()
         self.root, self.meta, self.ids, self.augment, self.recipe = Path(root), meta, ids, augment, recipe
         self.world_size = placement.world_size if placement is not None else 1
-        self.cache = ResizedCache(recipe.image_size, RESIZED_CACHE_MB)
+        # patch training (recipe.crop): the images are a rescaled copy, cropped by the pipeline, not resized
+        self.crop = (
+            {"foreground_share": recipe.foreground_share, "background": meta.get("background"),
+             "ignore_index": int(meta["ignore_index"])}
+            if recipe.crop
+            else None
+        )  # fmt: skip
+        self.cache = ResizedCache(None if recipe.crop else recipe.image_size, RESIZED_CACHE_MB)
         self.train_set = self._train_set()
-        val_transform = build_transform(augment, recipe.image_size, train=False)
+        val_transform = build_transform(augment, recipe.image_size, train=False, crop=self.crop)
         self.val_set = SegmentationDataset(self.root, meta["manifest"], ids["val"], val_transform, self.cache)
         self.generator = torch.Generator().manual_seed(recipe.seed)
 
     def _train_set(self) -> SegmentationDataset:
-        transform = build_transform(self.augment, self.recipe.image_size, train=True, seed=self.recipe.seed)
+        transform = build_transform(
+            self.augment, self.recipe.image_size, train=True, seed=self.recipe.seed, crop=self.crop
+        )
         return SegmentationDataset(self.root, self.meta["manifest"], self.ids["train"], transform, self.cache)
 
     def restart_augmentation(self) -> None:
@@ -128,7 +137,8 @@ class SegmentationDataModule(L.LightningDataModule):
             sampler = UnrepeatedDistributedSampler(self.val_set, num_replicas=world, rank=rank, shuffle=False)
         return DataLoader(
             self.val_set,
-            batch_size=self.recipe.batch_size,
+            # whole rescaled images of different sizes (patch training) are scored one at a time
+            batch_size=1 if self.crop else self.recipe.batch_size,
             shuffle=False,
             sampler=sampler,
             num_workers=self.recipe.num_workers,

@@ -33,7 +33,14 @@ class TrainRecipe:
         epochs: training epochs (ignored when ``max_steps`` is set).
         batch_size: images per optimiser step and process (with DDP the effective batch is
             ``batch_size x devices``).
-        image_size: ``(height, width)`` the network sees, multiples of 32.
+        image_size: ``(height, width)`` the network sees, multiples of 32 (with ``crop``: the patch).
+        scale: None: every image is resized whole to ``image_size`` (the default); a factor: images and
+            masks are rescaled by it (the experiment's ``preprocessed/`` copy,
+            :mod:`segbench.data.preprocess`),
+            and trained whole or, with ``crop``, on ``image_size`` crops (``segbench.plan`` chooses it).
+        crop: train on random ``image_size`` crops of the rescaled images (``foreground_share`` of
+            them on a labelled non-background pixel); validation then scores whole rescaled images.
+        foreground_share: nnU-Net's ``oversample_foreground_percent``.
         optimizer: ``adamw`` | ``adam`` | ``sgd`` (SGD with Nesterov momentum).
         lr: learning rate of the decoder; the string ``"find"`` runs the LR range test first.
         loss: loss name -> weight or ``{weight, **options}`` (:func:`segbench.losses.build_loss`).
@@ -85,6 +92,9 @@ class TrainRecipe:
     freeze_epochs: int = 0
     encoder_lr_mult: float = 1.0
     class_weights: str | list[float] | None = None
+    scale: float | None = None
+    crop: bool = False
+    foreground_share: float = 0.33
     grad_clip: float | None = None
     bn_momentum: float | None = 0.1
     precision: str = "auto"
@@ -101,6 +111,16 @@ class TrainRecipe:
             raise ValueError(
                 "train.lr=find with train.devices > 1 is not supported: find the LR with devices=1 "
                 "(its lr_find.json / train_meta.json give it) and set train.lr to that number"
+            )
+        for key in ("epochs", "batch_size", "image_size", "scale", "crop", "class_weights"):
+            if getattr(self, key) == "plan":
+                raise ValueError(
+                    f"train.{key} is 'plan' but no plan was applied: the workflow's plan step decides it "
+                    "(segbench run), or set a value"
+                )
+        if self.crop and self.scale is None:
+            raise ValueError(
+                "train.crop needs train.scale (the factor images are rescaled by before cropping)"
             )
         if self.devices > 1 and self.freeze_epochs:
             raise ValueError(
@@ -121,13 +141,15 @@ class TrainRecipe:
         if unknown:
             raise ValueError(f"train: unknown key(s) {unknown}; allowed: {', '.join(sorted(names))}")
         kw = {k: v for k, v in cfg.items() if v is not None or k in _NULLABLE}
-        if "image_size" in kw:
+        if "image_size" in kw and kw["image_size"] != "plan":
             kw["image_size"] = tuple(int(v) for v in kw["image_size"])
         if "lr_find" in kw:
             kw["lr_find"] = LRFindOptions(**(kw["lr_find"] or {}))
         for k in ("epochs", "batch_size", "warmup_epochs", "freeze_epochs", "devices", "num_workers", "seed"):
-            if k in kw and not (k == "num_workers" and kw[k] == "auto"):
+            if k in kw and kw[k] not in ("auto", "plan"):
                 kw[k] = int(kw[k])
+        if isinstance(kw.get("scale"), (int, float)):
+            kw["scale"] = float(kw["scale"])
         if "checkpoint_every_min" in kw:
             kw["checkpoint_every_min"] = float(kw["checkpoint_every_min"])
         if isinstance(kw.get("lr"), (int, float)):
@@ -156,7 +178,7 @@ class TrainRecipe:
 
 
 #: keys whose None means "off", not "use the default"
-_NULLABLE = {"max_steps", "early_stopping_patience", "class_weights", "grad_clip", "bn_momentum"}
+_NULLABLE = {"max_steps", "early_stopping_patience", "class_weights", "grad_clip", "bn_momentum", "scale"}
 
 
 def effective_train_config(train_cfg: dict[str, Any], model_cfg: dict[str, Any]) -> dict[str, Any]:

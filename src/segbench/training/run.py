@@ -284,6 +284,21 @@ def _write_outputs(run: TrainingRun, trainer) -> dict[str, Any]:
             "fold": run.fold,
             "seed": int(run.recipe.seed),
             "memory_format": "channels_last" if run.channels_last else "contiguous",
+            # a model trained on rescaled images is run the same way (InferenceConfig mode auto): whole at
+            # its scale, or by a sliding window of its patch (nnU-Net's overlap 0.5, Gaussian weights)
+            **(
+                {
+                    "inference": {
+                        "mode": "slide" if run.recipe.crop else "whole",
+                        "scale": run.recipe.scale,
+                        "crop": list(run.recipe.image_size),
+                        "overlap": 0.5,
+                        "blend": "gaussian",
+                    }
+                }
+                if run.recipe.scale is not None
+                else {}
+            ),
         },
     )
     info = _train_meta(run, trainer)

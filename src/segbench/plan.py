@@ -1,0 +1,364 @@
+"""The training plan: what a dataset's fingerprint and the machine say the training should be
+(``plan.json``), rule by rule, each with its reason (issue 18).
+
+nnU-Net's central result is that most of a model's score comes from a configuration derived from
+the data (Isensee et al., Nature Methods 2021: dataset fingerprint -> rule-based plan); segbench
+derives the same kind of plan for 2D images, the same for every candidate except what each model's
+speed decides (batch size, epochs for a fixed compute budget):
+
+* **scale** (:func:`training_scale`): the largest downscale that keeps the smallest relevant objects (the
+  5th percentile connected-component area of the foreground classes, from the fingerprint) at least
+  ``plan.min_object_px`` pixels across; never an upscale. A 4000x3000 field photo of small grapes
+  keeps its grapes; a 6000x4000 street scene of large objects is shrunk.
+* **patch** (:func:`patch_size`): the training crop, the median image at that scale, at most
+  ``plan.max_patch`` pixels a side, a multiple of 32. Images larger than the patch are trained on
+  random crops, ``plan.foreground_share`` of them centred on a labelled non-background pixel (as
+  nnU-Net's ``oversample_foreground_percent``, 0.33), and evaluated by a sliding window of the same
+  patch at the same scale; images that fit are trained and evaluated whole at that scale.
+* **batch size** per model (:func:`probe`): measured with forward/backward steps on the real device:
+  on a GPU the largest power of two up to ``plan.max_batch`` that fits in memory; on a CPU the one
+  with the most images per second among those whose measured memory fits the free RAM.
+* **epochs** per model: as many as ``plan.budget_hours`` of training buys at the probed step time (the
+  same compute for every candidate), between ``plan.min_epochs`` and ``plan.max_epochs``.
+* **loss**: cross-entropy + Dice; median-frequency class weights on the cross-entropy when the most
+  frequent class covers more than ``plan.imbalance_ratio`` times the pixels of the rarest.
+* **split** (:func:`split_rule`): k-fold (5 folds, fewer when there are fewer groups) when there are
+  fewer than 100 images or 20 groups, else a holdout; ``segbench init`` writes it into the experiment.
+
+Every decision can be overridden: a recipe key set to a value instead of ``plan`` wins
+(``train.image_size=[256,256]``), and the report shows the plan and why.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "PLANNED",
+    "split_rule",
+    "training_scale",
+    "patch_size",
+    "loss_rule",
+    "probe",
+    "make_plan",
+    "decisions",
+    "resolve_recipe",
+    "is_planned",
+]
+
+#: the value of a recipe key that the plan decides
+PLANNED = "plan"
+#: recipe keys the plan can decide
+PLAN_KEYS = ("image_size", "scale", "crop", "batch_size", "epochs", "class_weights")
+
+
+def is_planned(train_cfg: dict[str, Any]) -> bool:
+    """Whether a training recipe leaves any key to the plan (``image_size: plan`` ...)."""
+    return any(train_cfg.get(k) == PLANNED for k in PLAN_KEYS)
+
+
+def split_rule(n_images: int, n_groups: int) -> tuple[dict[str, Any], str]:
+    """The split for a dataset of ``n_images`` images in ``n_groups`` groups, and why.
+
+    k-fold (cross-validation on the non-test images, a fixed test split) when there are fewer than 100
+    images or 20 independent groups: a single validation split of a few images would make the
+    selection a coin toss; otherwise a holdout, cheaper by k."""
+    if n_images < 100 or n_groups < 20:
+        k = max(2, min(5, n_groups - 1 if n_groups > 2 else 2))
+        return (
+            {"strategy": "kfold", "n_folds": k},
+            f"k-fold ({k} folds): {n_images} images in {n_groups} group(s) are too few for one validation "
+            "split to decide (fewer than 100 images or 20 groups)",
+        )
+    return {
+        "strategy": "holdout"
+    }, f"holdout: {n_images} images in {n_groups} groups are enough for one split"
+
+
+def training_scale(
+    fp: dict[str, Any], min_object_px: float = 8.0, min_scale: float = 1 / 16
+) -> tuple[float, str]:
+    """The downscale factor of training and evaluation (see the module docstring), and why.
+
+    The smallest relevant object: the 5th percentile of the connected-component areas of every
+    foreground class (not the background class, not classes with no object), as a side length
+    ``sqrt(area)``; the scale keeps it ``min_object_px`` across: ``min(1, max(min_scale,
+    min_object_px / side))``."""
+    bg = fp.get("background")
+    p5 = [
+        c["object_area"]["p5"]
+        for c in fp["classes"]
+        if c["id"] != bg and c.get("object_area") and c["objects"] > 0
+    ]
+    if not p5:
+        return 1.0, "no foreground objects measured: native resolution"
+    side = math.sqrt(max(1.0, min(p5)))
+    s = min(1.0, max(min_scale, min_object_px / side))
+    s = round(s, 3)
+    why = (
+        f"the smallest relevant objects (5th percentile component area {min(p5):.0f} px, about {side:.0f} px "
+        f"across) keep {side * s:.0f} px at scale {s:g} (plan.min_object_px {min_object_px:g})"
+    )
+    return s, why
+
+
+def patch_size(fp: dict[str, Any], scale: float, max_patch: int = 512) -> tuple[list[int], bool, str]:
+    """The training patch ``[h, w]`` (multiples of 32), whether training crops (the scaled median image
+    is larger than the patch), and why."""
+    h = fp["height"]["median"] * scale
+    w = fp["width"]["median"] * scale
+    ph = max(64, min(max_patch, int(h) // 32 * 32))
+    pw = max(64, min(max_patch, int(w) // 32 * 32))
+    crop = fp["height"]["max"] * scale > ph or fp["width"]["max"] * scale > pw
+    why = (
+        f"the median image at scale {scale:g} is {h:.0f}x{w:.0f}; patch {ph}x{pw} (multiple of 32, at most "
+        f"{max_patch})"
+        + ("; larger images are trained on random crops" if crop else "; every image fits whole")
+    )
+    return [ph, pw], bool(crop), why
+
+
+def loss_rule(fp: dict[str, Any], imbalance_ratio: float = 100.0) -> tuple[str | None, str]:
+    """``median_frequency`` class weights when the classes are imbalanced beyond ``imbalance_ratio``."""
+    shares = [c["pixel_share"] for c in fp["classes"] if c["pixel_share"] > 0]
+    if len(shares) < 2:
+        return None, "one class present: no class weights"
+    ratio = max(shares) / min(shares)
+    if ratio > imbalance_ratio:
+        return "median_frequency", (
+            f"the most frequent class covers {ratio:.0f}x the pixels of the rarest (more than "
+            f"plan.imbalance_ratio {imbalance_ratio:g}): median-frequency weights on the cross-entropy"
+        )
+    return (
+        None,
+        f"class pixel shares within {ratio:.0f}x (plan.imbalance_ratio {imbalance_ratio:g}): no weights",
+    )
+
+
+def _step(
+    model, batch: int, patch: list[int], n_classes: int, device: str, precision: str, channels_last: bool
+) -> float:
+    """Seconds of one forward/backward/optimiser step on random data (the mean of 2 after a warm-up)."""
+    import torch
+
+    x = torch.randn(batch, 3, *patch, device=device)
+    y = torch.randint(0, n_classes, (batch, *patch), device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    dtype = (
+        torch.bfloat16
+        if precision.startswith("bf16")
+        else torch.float16
+        if precision.startswith("16")
+        else None
+    )
+    times = []
+    for i in range(3):
+        t0 = time.perf_counter()
+        with torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype is not None):
+            out = model(x)
+        loss = torch.nn.functional.cross_entropy(out.float(), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        if i:
+            times.append(time.perf_counter() - t0)
+    return float(np.mean(times))
+
+
+def probe(
+    model_cfg: dict[str, Any],
+    n_classes: int,
+    patch: list[int],
+    device: str,
+    precision: str,
+    channels_last: bool,
+    batches: tuple[int, ...] = (2, 4, 8, 16),
+    max_batch: int = 16,
+    memory_fraction: float = 0.5,
+) -> dict[str, Any]:
+    """Measure one model's training step at the patch size and choose its batch size (see the module
+    docstring). Returns ``{batch_size, step_time_s, images_per_s, tried: {batch: s or "out of memory"},
+    why}``."""
+    import torch
+
+    from .device import usable_memory_mb
+    from .models import create_model
+
+    model = create_model(
+        num_classes=n_classes, **{k: v for k, v in model_cfg.items() if k != "encoder_weights"}
+    )
+    model = model.to(device).train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    tried: dict[int, Any] = {}
+    best = None
+    if device.startswith("cuda"):
+        for b in [b for b in batches if b <= max_batch]:
+            torch.cuda.empty_cache()
+            try:
+                tried[b] = _step(model, b, patch, n_classes, device, precision, channels_last)
+                best = b
+            except torch.cuda.OutOfMemoryError:
+                tried[b] = "out of memory"
+                break
+        why = f"the largest power of two up to {max_batch} whose step fits in GPU memory"
+    else:
+        import resource
+
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        t2 = _step(model, batches[0], patch, n_classes, device, precision, channels_last)
+        per_image_mb = max(
+            1.0, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0) / batches[0]
+        )
+        fits = max(batches[0], int(usable_memory_mb() * memory_fraction / per_image_mb))
+        tried[batches[0]] = t2
+        for b in [b for b in batches[1:] if b <= min(max_batch, fits)]:
+            tried[b] = _step(model, b, patch, n_classes, device, precision, channels_last)
+        best = max((b for b, t in tried.items() if isinstance(t, float)), key=lambda b: (b / tried[b], -b))
+        why = (
+            "the most images per second among batch sizes whose memory (about "
+            f"{per_image_mb:.0f} MB per image "
+            f"measured) fits {memory_fraction:.0%} of the free RAM"
+        )
+    if best is None:
+        raise RuntimeError(f"{model_cfg.get('name')}: even batch {batches[0]} does not fit on {device}")
+    return {
+        "batch_size": int(best),
+        "step_time_s": float(tried[best]),
+        "images_per_s": float(best / tried[best]),
+        "tried": {str(b): t for b, t in tried.items()},
+        "why": why,
+    }
+
+
+def make_plan(
+    fp: dict[str, Any],
+    plan_cfg: dict[str, Any],
+    models: dict[str, dict[str, Any]],
+    train_images: int,
+    device: str,
+    precision: str,
+    channels_last: dict[str, bool] | None = None,
+) -> dict[str, Any]:
+    """The plan (see the module docstring) for the models of an experiment.
+
+    Args:
+        fp: the dataset's fingerprint (:func:`segbench.data.fingerprint.fingerprint`).
+        plan_cfg: ``plan`` config: ``min_object_px``, ``max_patch``, ``foreground_share``,
+            ``budget_hours`` (per training job), ``min_epochs``, ``max_epochs``, ``max_batch``,
+            ``imbalance_ratio``.
+        models: ``{name: model config}``.
+        train_images: images of a training fold (the steps per epoch follow).
+        device, precision: where and how training runs (resolved, e.g. ``cpu``, ``bf16-mixed``).
+        channels_last: per model, whether it trains in channels-last.
+
+    Returns:
+        ``plan.json``: ``scale``, ``patch``, ``crop``, ``foreground_share``, ``inference``,
+        ``class_weights``, ``models: {name: {batch_size, epochs, step_time_s, ...}}`` and a ``why`` for
+        each.
+    """
+    scale, scale_why = training_scale(fp, float(plan_cfg.get("min_object_px", 8)))
+    patch, crop, patch_why = patch_size(fp, scale, int(plan_cfg.get("max_patch", 512)))
+    weights, loss_why = loss_rule(fp, float(plan_cfg.get("imbalance_ratio", 100)))
+    budget_s = float(plan_cfg.get("budget_hours", 0.1)) * 3600
+    lo, hi = int(plan_cfg.get("min_epochs", 2)), int(plan_cfg.get("max_epochs", 100))
+    n_classes = len(fp["classes"])
+    per_model = {}
+    for name, mcfg in models.items():
+        p = probe(mcfg, n_classes, patch, device, precision, bool((channels_last or {}).get(name)),
+                  max_batch=int(plan_cfg.get("max_batch", 16)))  # fmt: skip
+        steps_per_epoch = max(1, math.ceil(train_images / p["batch_size"]))
+        # 85 %: validation, the loader and checkpoints take the rest of the budget
+        epochs = int(np.clip(math.floor(0.85 * budget_s / (p["step_time_s"] * steps_per_epoch)), lo, hi))
+        p["epochs"] = epochs
+        p["epochs_why"] = (
+            f"{_duration(budget_s)} of training (plan.budget_hours) at {p['step_time_s']:.2f} s per step "
+            f"of {p['batch_size']} images, {steps_per_epoch} steps per epoch: {epochs} epochs (between "
+            f"{lo} and {hi})"
+        )
+        per_model[name] = p
+    inference = {
+        "mode": "slide" if crop else "whole",
+        "scale": scale,
+        "crop": patch,
+        "overlap": 0.5,
+        "blend": "gaussian",
+    }
+    return {
+        "dataset": fp["dataset"],
+        "device": device,
+        "precision": precision,
+        "scale": scale,
+        "scale_why": scale_why,
+        "patch": patch,
+        "crop": crop,
+        "patch_why": patch_why,
+        "foreground_share": float(plan_cfg.get("foreground_share", 0.33)),
+        "inference": inference,
+        "inference_why": (
+            "sliding windows of the training patch at the training scale (overlap 0.5, Gaussian weights, as "
+            "nnU-Net), the prediction resized back to the image"
+            if crop
+            else "each image whole at the training scale, the prediction resized back to the image"
+        ),
+        "class_weights": weights,
+        "loss_why": loss_why,
+        "budget_hours": budget_s / 3600,
+        "train_images": train_images,
+        "models": per_model,
+    }
+
+
+def decisions(plan: dict[str, Any], model_name: str) -> dict[str, Any]:
+    """What the plan decided for one model's training (``plan/<model>.json``): recipe keys only, no
+    timings, so a new probe that decides the same leaves the model's training jobs up to date."""
+    m = plan["models"][model_name]
+    out = {
+        "image_size": plan["patch"],
+        "scale": plan["scale"],
+        "crop": plan["crop"],
+        "foreground_share": plan["foreground_share"],
+        "batch_size": m["batch_size"],
+        "epochs": m["epochs"],
+        "class_weights": plan["class_weights"],
+    }
+    return out
+
+
+def resolve_recipe(train_cfg: dict[str, Any], decided: dict[str, Any] | None) -> dict[str, Any]:
+    """The recipe a model trains with: every ``plan`` value replaced by the plan's decision for that
+    model (:func:`decisions`); a value the user set stays.
+
+    Raises:
+        ValueError: the recipe leaves keys to the plan but no decisions were given.
+    """
+    if not is_planned(train_cfg):
+        return dict(train_cfg)
+    if decided is None:
+        raise ValueError(
+            f"train: {', '.join(k for k in PLAN_KEYS if train_cfg.get(k) == PLANNED)} = plan, but no "
+            "plan was "
+            "given: run the workflow's plan step (segbench run), or set the keys"
+        )
+    out = dict(train_cfg)
+    for k in PLAN_KEYS:
+        if out.get(k) == PLANNED:
+            out[k] = decided[k]
+    if out.get("crop") and "foreground_share" not in train_cfg:
+        out["foreground_share"] = decided.get("foreground_share", 0.33)
+    return out
+
+
+def _duration(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``3.2 h``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
