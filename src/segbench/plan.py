@@ -80,7 +80,7 @@ def split_rule(n_images: int, n_groups: int) -> tuple[dict[str, Any], str]:
 
 
 def training_scale(
-    fp: dict[str, Any], min_object_px: float = 8.0, min_scale: float = 1 / 16
+    fp: dict[str, Any], min_object_px: float = 32.0, min_scale: float = 1 / 16
 ) -> tuple[float, str]:
     """The downscale factor of training and evaluation (see the module docstring), and why.
 
@@ -111,11 +111,12 @@ def patch_size(fp: dict[str, Any], scale: float, max_patch: int = 512) -> tuple[
     is larger than the patch), and why."""
     h = fp["height"]["median"] * scale
     w = fp["width"]["median"] * scale
-    ph = max(64, min(max_patch, int(h) // 32 * 32))
-    pw = max(64, min(max_patch, int(w) // 32 * 32))
+    # up to the next multiple of 32 (an image a few pixels larger than a multiple is padded, not cropped)
+    ph = max(64, min(max_patch, math.ceil(h / 32) * 32))
+    pw = max(64, min(max_patch, math.ceil(w / 32) * 32))
     crop = fp["height"]["max"] * scale > ph or fp["width"]["max"] * scale > pw
     why = (
-        f"the median image at scale {scale:g} is {h:.0f}x{w:.0f}; patch {ph}x{pw} (multiple of 32, at most "
+        f"the median image at scale {scale:g} is {h:.0f}x{w:.0f}; patch {ph}x{pw} (a multiple of 32, at most "
         f"{max_patch})"
         + ("; larger images are trained on random crops" if crop else "; every image fits whole")
     )
@@ -247,6 +248,7 @@ def make_plan(
     device: str,
     precision: str,
     channels_last: dict[str, bool] | None = None,
+    train_size: list[int] | None = None,
 ) -> dict[str, Any]:
     """The plan (see the module docstring) for the models of an experiment.
 
@@ -259,13 +261,15 @@ def make_plan(
         train_images: images of a training fold (the steps per epoch follow).
         device, precision: where and how training runs (resolved, e.g. ``cpu``, ``bf16-mixed``).
         channels_last: per model, whether it trains in channels-last.
+        train_size: the recipe's own ``image_size`` when it sets one (not ``plan``): the probe, and so
+            the batch size and the epochs the budget buys, are measured at it.
 
     Returns:
         ``plan.json``: ``scale``, ``patch``, ``crop``, ``foreground_share``, ``inference``,
         ``class_weights``, ``models: {name: {batch_size, epochs, step_time_s, ...}}`` and a ``why`` for
         each.
     """
-    scale, scale_why = training_scale(fp, float(plan_cfg.get("min_object_px", 8)))
+    scale, scale_why = training_scale(fp, float(plan_cfg.get("min_object_px", 32)))
     patch, crop, patch_why = patch_size(fp, scale, int(plan_cfg.get("max_patch", 512)))
     weights, loss_why = loss_rule(fp, float(plan_cfg.get("imbalance_ratio", 100)))
     budget_s = float(plan_cfg.get("budget_hours", 0.1)) * 3600
@@ -273,7 +277,8 @@ def make_plan(
     n_classes = len(fp["classes"])
     per_model = {}
     for name, mcfg in models.items():
-        p = probe(mcfg, n_classes, patch, device, precision, bool((channels_last or {}).get(name)),
+        size = list(train_size) if train_size else patch
+        p = probe(mcfg, n_classes, size, device, precision, bool((channels_last or {}).get(name)),
                   max_batch=int(plan_cfg.get("max_batch", 16)))  # fmt: skip
         steps_per_epoch = max(1, math.ceil(train_images / p["batch_size"]))
         # 85 %: validation, the loader and checkpoints take the rest of the budget

@@ -106,7 +106,10 @@ def _cmd_plan(args) -> int:
     if precision == "auto":
         precision = auto_precision(device.split(":")[0])
     cl = {n: channels_last_for(train.get("channels_last", "auto"), m)[0] for n, m in models.items()}
-    plan = make_plan(fp, load_json(args.plan_config), models, len(ids["train"]), device, precision, cl)
+    own_size = train.get("image_size") if train.get("image_size") != "plan" else None
+    plan = make_plan(
+        fp, load_json(args.plan_config), models, len(ids["train"]), device, precision, cl, own_size
+    )
     exp = ExperimentLayout(Path(args.out).parent)
     for name in models:
         atomic_write_json(exp.plan_decisions(name), decisions(plan, name))

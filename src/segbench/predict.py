@@ -6,7 +6,9 @@ training and evaluation use: EXIF orientation applied; greyscale, palette, RGBA 
 CMYK images converted to RGB; 16- and 32-bit single-channel images refused with the fix, since the
 models were trained on 8-bit RGB.
 
-Outputs, for ``photo.jpg``: ``photo_mask.png`` (class indices, uint8; uint16 when > 256 classes) and
+Outputs, for ``photo.jpg``: ``photo_mask.png`` (class indices; a palette PNG holding the class colours
+when there are at most 256 classes, so a viewer shows colours while the pixel values stay the class ids;
+uint16 beyond) and
 ``photo_overlay.jpg`` (the class colours over the image). With one input and ``-o x.png`` the mask
 is written to ``x.png`` and the overlay beside it.
 """
@@ -18,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from .device import device_of
@@ -102,7 +105,12 @@ def predict_files(
         )
         mask_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(mask_path) as tmp:
-            Image.fromarray(labels).save(tmp, format="PNG")
+            mask = Image.fromarray(labels)
+            if labels.dtype == np.uint8:  # a palette PNG: the pixel values stay the class ids, and any
+                # image viewer shows the class colours (model.json's classes)
+                mask = mask.convert("P") if mask.mode != "P" else mask
+                mask.putpalette(pal[: min(256, len(pal))].astype(np.uint8).reshape(-1).tolist())
+            mask.save(tmp, format="PNG")
         with atomic_path(overlay_path) as tmp:
             Image.fromarray(overlay(image, labels, pal, alpha)).save(tmp, format="JPEG", quality=90)
         records.append(

@@ -1,7 +1,7 @@
 rule evaluate:
     """Validation and test metrics of one model x fold x seed from segbench's one confusion-matrix implementation."""
     wildcard_constraints:
-        model=r"(?!ensemble_top\d+$)[A-Za-z0-9_.-]+",
+        model=r"(?!ensemble_top\d+/)[A-Za-z0-9_.-]+",
     input:
         weights=f"{MODEL_DIR}/model.safetensors",
         info=f"{MODEL_DIR}/model.json",

@@ -8,7 +8,7 @@ rule train:
         # what the plan decided for this model, when the recipe leaves keys to it
         plan=lambda w: [LAYOUT.plan_decisions(w.model).as_posix()] if PLANNED else [],
         # the tuned config (tune/<model>/tuned_model.json) when the experiment tunes
-        model=lambda w: MODEL_CONFIGS[w.model],
+        model=lambda w: MODEL_CONFIGS.get(w.model, LAYOUT.model_config(w.model).as_posix()),
         train=LAYOUT.step_config("train").as_posix(),
         augment=LAYOUT.step_config("augment").as_posix(),
         # a model that starts from files (another run's trained weights, a local encoder_weights file)

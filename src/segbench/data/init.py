@@ -498,6 +498,38 @@ def _statistics(cfg: dict[str, Any], proposal: Proposal) -> None:
     )
 
 
+def _drop_absent(cfg: dict[str, Any], proposal: Proposal) -> None:
+    """Labels no mask holds (declared but unused, or only boxes and lines a format drops): left out of
+    the classes of a shape format (``label_map: {label: null}``, ids renumbered), kept and allowed for
+    a mask format (its pixel values are the ids), and said either way: validation refuses a declared
+    class that no mask holds."""
+    absent = [c for c in proposal.stats["classes"] if c["images"] == 0 and c["id"] != cfg.get("background")]
+    if not absent:
+        return
+    names = ", ".join(repr(c["name"]) for c in absent)
+    if cfg["format"] in ("masks", "palette"):
+        cfg["allow_absent_classes"] = True
+        proposal.questions.append(
+            (f"class(es) {names} appear in no mask read: keep them?", "kept (dataset.allow_absent_classes)",
+             "dataset.allow_absent_classes: false, and renumber with dataset.mask_value_map")
+        )  # fmt: skip
+        return
+    gone = {c["name"] for c in absent}
+    kept = [c for c in cfg["classes"] if c["name"] not in gone]
+    remap = {int(c["id"]): i for i, c in enumerate(kept)}
+    cfg["classes"] = [dict(c, id=remap[int(c["id"])]) for c in kept]
+    if cfg.get("background") is not None:
+        cfg["background"] = remap.get(int(cfg["background"]), cfg["background"])
+    cfg["label_map"] = {**(cfg.get("label_map") or {}), **{n: None for n in sorted(gone)}}
+    proposal.stats["classes"] = [
+        dict(c, id=remap[c["id"]]) for c in proposal.stats["classes"] if c["name"] not in gone
+    ]
+    proposal.facts.append(
+        f"label(s) {names} have no pixels (unused, or only boxes or lines this format leaves out): left out "
+        "(dataset.label_map: <label>: null)"
+    )
+
+
 def inspect_folder(data_dir: str | Path, name: str, fmt: str | None = None) -> Proposal:
     """Everything init infers about ``data_dir`` (see the module docstring); nothing is written.
 
@@ -533,6 +565,7 @@ def inspect_folder(data_dir: str | Path, name: str, fmt: str | None = None) -> P
             cfg.update(classes_from_file(labels, detected))
             proposal.facts.append(f"class list from {labels.name}")
     _statistics(cfg, proposal)
+    _drop_absent(cfg, proposal)
     ids = proposal.stats["ids"]
     rx, groups, why = suggest_groups(ids)
     cfg["group_regex"] = rx

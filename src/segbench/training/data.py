@@ -60,14 +60,15 @@ class SegmentationDataModule(L.LightningDataModule):
         super().__init__()
         self.root, self.meta, self.ids, self.augment, self.recipe = Path(root), meta, ids, augment, recipe
         self.world_size = placement.world_size if placement is not None else 1
-        # patch training (recipe.crop): the images are a rescaled copy, cropped by the pipeline, not resized
+        # a rescaled copy (recipe.scale) is padded and cropped to the patch by the pipeline, never resized:
+        # random patches of larger images (recipe.crop), the whole padded image of one that fits
         self.crop = (
             {"foreground_share": recipe.foreground_share, "background": meta.get("background"),
              "ignore_index": int(meta["ignore_index"])}
-            if recipe.crop
+            if recipe.scale is not None
             else None
         )  # fmt: skip
-        self.cache = ResizedCache(None if recipe.crop else recipe.image_size, RESIZED_CACHE_MB)
+        self.cache = ResizedCache(None if self.crop else recipe.image_size, RESIZED_CACHE_MB)
         self.train_set = self._train_set()
         val_transform = build_transform(augment, recipe.image_size, train=False, crop=self.crop)
         self.val_set = SegmentationDataset(self.root, meta["manifest"], ids["val"], val_transform, self.cache)
