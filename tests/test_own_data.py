@@ -385,3 +385,23 @@ def test_predict_writes_a_palette_png_whose_values_are_the_class_ids(tmp_path, c
         pal = np.array(im.getpalette()[: 3 * 2]).reshape(2, 3)
     assert set(np.unique(values)) <= {0, 1}  # the class ids, as model.json numbers them
     assert (pal == class_palette(info["classes"])[:2]).all()  # shown in the classes' colours
+
+
+def test_a_numbered_label_list_with_an_unlabelled_value_becomes_names_and_ignore(tmp_path, capsys):
+    """``0 Sky`` / ``11 Unlabelled (remark)`` lists (CamVid's classes.txt style): names without the ids,
+    and the unlabelled value read as ignore_index, said as a question."""
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(data / "images" / f"f{i}.png")
+        m = np.zeros((24, 32), np.uint8)
+        m[:8], m[8:16], m[16:] = 0, 1, 2
+        Image.fromarray(m).save(data / "labels" / f"f{i}.png")
+    (data / "classes.txt").write_text("0 sky\n1 road\n2 Unlabelled (not annotated)\n")
+    code, out = _init(capsys, data, tmp_path / "cfg", "--name", "tiny")
+    assert code == 0, out
+    ds = _yaml(tmp_path / "cfg" / "dataset" / "tiny.yaml")
+    assert [c["name"] for c in ds["classes"]] == ["sky", "road"] and ds["mask_value_map"] == {2: 255}
+    assert "is 2 (Unlabelled) 'ignore' rather than a class?" in out

@@ -256,8 +256,11 @@ def pair_folders(root: Path) -> tuple[dict[str, Any], list[str]]:
             f"masks in {m.relative_to(root) or '.'} pair with images in {d.relative_to(root) or '.'} "
             f"({matched} pairs)"
         )
-    if problems or not pairs:
+    if not pairs:
         raise DatasetError(problems or [f"{root}: could not pair images with masks; see docs/annotations.md"])
+    # a folder of mask-like pictures that pairs with nothing beside folders that do (a colour legend, a
+    # preview): left out, and said
+    facts += [f"left out: {p.split(': ', 1)[0]} ({p.split(': ', 1)[1].split(';')[0]})" for p in problems]
     if len(affixes) > 1:
         raise DatasetError(
             [f"{root}: the mask folders name their files differently ({sorted(affixes)}); use one naming"]
@@ -324,6 +327,23 @@ def suggest_groups(ids: list[str]) -> tuple[str | None, dict[str, int], str]:
 
 def _label_file(root: Path) -> Path | None:
     return next((root / n for n in LABEL_FILES if (root / n).is_file()), None)
+
+
+#: class names that mean "no label": init reads their mask value as ignore_index
+VOID_NAMES = ("unlabelled", "unlabeled", "void", "ignore", "__ignore__", "dontcare", "don't care", "unknown")
+
+
+def _label_names(path: Path) -> list[str]:
+    """The class names of a label list, one per id. Lines like ``3 Road`` or ``3: Road`` (the id first,
+    in order 0, 1, 2 ...) give ``Road``; a trailing remark in parentheses is dropped
+    (``Unlabelled (ignore_label in ...)`` -> ``Unlabelled``)."""
+    from .importers.common import read_class_file
+
+    names, _ = read_class_file(path)
+    numbered = [re.match(r"^(\d+)\s*[:,=\-]?\s+(.+)$", n) for n in names]
+    if names and all(numbered) and [int(m.group(1)) for m in numbered] == list(range(len(names))):
+        names = [m.group(2) for m in numbered]
+    return [re.sub(r"\s*\(.*\)\s*$", "", n).strip() or n for n in names]
 
 
 def _mask_values(cfg: dict[str, Any], root: Path) -> tuple[list[int], dict[int, list[int]]]:
@@ -400,7 +420,7 @@ def _mask_classes(cfg: dict[str, Any], root: Path, proposal: Proposal) -> None:
                 "not class masks; export one class id per pixel (0, 1, 2 ...)"
             ]
         )
-    names = read_class_file(labels)[0] if labels else None
+    names = _label_names(labels) if labels else None
     if set(values) <= {0, 255} and 255 in values:
         cfg["classes"] = [
             {"id": 0, "name": (names or ["background"])[0]},
@@ -433,6 +453,24 @@ def _mask_classes(cfg: dict[str, Any], root: Path, proposal: Proposal) -> None:
     cfg["classes"] = [
         {"id": i, "name": (names[i] if names and i < len(names) else f"class_{i}")} for i in range(max(n, 2))
     ]
+    # a value named "unlabelled" / "void" / "ignore" is the ignore label, not a class
+    void = [c for c in cfg["classes"] if c["name"].strip().lower() in VOID_NAMES]
+    if void and len(cfg["classes"]) - len(void) >= 2:
+        ignore = int(cfg.get("ignore_index", 255))
+        cfg["mask_value_map"] = {int(c["id"]): ignore for c in void}
+        kept = [c for c in cfg["classes"] if c not in void]
+        if [c["id"] for c in kept] != list(range(len(kept))):  # the ids after it move down
+            cfg["mask_value_map"].update({int(c["id"]): i for i, c in enumerate(kept) if c["id"] != i})
+            kept = [dict(c, id=i) for i, c in enumerate(kept)]
+        cfg["classes"] = kept
+        listed = ", ".join(f"{c['id']} ({c['name']})" for c in void)
+        proposal.facts.append(
+            f"value {listed} read as ignore_index {ignore} (never trained on, never scored)"
+        )
+        proposal.questions.append(
+            (f"is {listed} 'ignore' rather than a class?", "ignore",
+             "dataset.mask_value_map (remove the entry) and dataset.classes")
+        )  # fmt: skip
     for c in cfg["classes"]:
         if c["id"] in palettes:
             c["color"] = palettes[c["id"]]
