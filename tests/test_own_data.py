@@ -265,6 +265,8 @@ def test_the_plan_rules_follow_the_data():
     assert loss_rule(_fp(1e4))[0] is None
     assert split_rule(11, 11)[0] == {"strategy": "kfold", "n_folds": 5}
     assert split_rule(500, 40)[0] == {"strategy": "holdout"}
+    assert split_rule(701, 4)[0] == {"strategy": "kfold", "n_folds": 2}  # the test takes whole groups first
+    assert split_rule(12, 2)[0] == {"strategy": "kfold", "n_folds": 3, "group_aware": False}
 
 
 def test_a_planned_recipe_takes_the_plan_and_a_set_value_wins():

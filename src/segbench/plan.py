@@ -64,15 +64,27 @@ def is_planned(train_cfg: dict[str, Any]) -> bool:
 def split_rule(n_images: int, n_groups: int) -> tuple[dict[str, Any], str]:
     """The split for a dataset of ``n_images`` images in ``n_groups`` groups, and why.
 
-    k-fold (cross-validation on the non-test images, a fixed test split) when there are fewer than 100
-    images or 20 independent groups: a single validation split of a few images would make the
-    selection a coin toss; otherwise a holdout, cheaper by k."""
+    k-fold (cross-validation on the non-test images, a fixed group-aware test split) when there are
+    fewer than 100 images or 20 independent groups: a single validation split of a few images would
+    make the selection a coin toss. The folds are at most 5 and at most half the groups, since the
+    test split takes whole groups first (4 groups: 2 folds). With fewer than 3 groups no group-aware
+    split can hold a test, a validation and a training part: the groups are then split apart (said).
+    Otherwise a holdout, cheaper by k."""
+    if n_groups < 3:
+        k = max(2, min(5, n_images // 4))
+        return (
+            {"strategy": "kfold", "n_folds": k, "group_aware": False},
+            f"k-fold ({k} folds) without keeping groups together: {n_groups} group(s) cannot fill a test, "
+            "a validation and a training part (related images may then be on both sides: add images or "
+            "groups)",
+        )
     if n_images < 100 or n_groups < 20:
-        k = max(2, min(5, n_groups - 1 if n_groups > 2 else 2))
+        k = max(2, min(5, n_groups // 2))
         return (
             {"strategy": "kfold", "n_folds": k},
-            f"k-fold ({k} folds): {n_images} images in {n_groups} group(s) are too few for one validation "
-            "split to decide (fewer than 100 images or 20 groups)",
+            f"k-fold ({k} folds): {n_images} images in {n_groups} groups are too few for one validation "
+            "split to decide (fewer than 100 images or 20 groups); folds at most half the groups, as the "
+            "test split takes whole groups first",
         )
     return {
         "strategy": "holdout"
