@@ -25,6 +25,7 @@ SMALL = [
     "train.batch_size=4",
     "select.ensemble_top_k=0",
     "select.onnx=false",
+    "deploy.variants=[]",
 ]
 RESULT_FILES = (
     "metrics.json",
@@ -223,6 +224,7 @@ def test_same_experiment_twice_from_scratch_is_bit_identical_and_a_killed_run_re
         "train.num_workers=1",
         "select.ensemble_top_k=0",
         "select.onnx=false",
+        "deploy.variants=[]",
         "name=r",
     ]
     runs = {k: tmp_path / k for k in ("first", "second", "killed")}

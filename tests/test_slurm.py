@@ -151,6 +151,7 @@ def test_slurm_profile_runs_every_job_through_sbatch(tmp_path, slurm_cluster):
         "name=slurm",
         "device=cpu",
         "select.onnx=false",
+        "deploy.variants=[]",
         # tuning: two trials in one round, as two sbatch jobs reporting to one journal file
         "tune.trials=2",
         "tune.batch=2",

@@ -33,6 +33,7 @@ def _overrides(root: Path, trials: int = 4) -> list[str]:
         "tune.sampler.n_startup_trials=2",
         "select.ensemble_top_k=0",
         "select.onnx=false",
+        "deploy.variants=[]",
         "device=cpu",
     ]
 

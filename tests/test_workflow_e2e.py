@@ -134,6 +134,24 @@ def test_workflow_end_to_end(tmp_path, camvid_subset):
     card = (best / "MODEL_CARD.md").read_text()
     assert "segbench predict --model" in card and "one training run scores" in card and sel["model"] in card
     assert "training noise was not measured" in card  # one seed: the card says what the interval omits
+    # deploy/: the selected model's ONNX FP32 and INT8 exports scored by segbench's own evaluation on
+    # the same test images, beside the PyTorch model; a variant that cannot run here says why
+    dep = json.loads((exp / "deploy" / "summary.json").read_text())
+    rows = {r["variant"]: r for r in dep["rows"]}
+    assert dep["reference"]["model"] == sel["model"] and list(rows)[0] == "pytorch"
+    ref = json.loads((exp / "eval" / sel["model"] / "fold0" / "seed42" / "metrics.json").read_text())
+    assert rows["pytorch"]["mIoU"] == pytest.approx(ref["mIoU"])
+    assert set(rows) == {"pytorch", "onnx_fp32", "onnx_int8", "onnx_fp16", "torch_bf16"}
+    for r in rows.values():
+        assert r["status"] in ("ok", "failed", "skipped"), r
+        assert (r["status"] == "ok") != bool(r.get("reason")), r
+    if not parity.get("error"):
+        assert rows["onnx_fp32"]["status"] == "ok" and abs(rows["onnx_fp32"]["difference"]) < 1e-3
+        assert rows["onnx_int8"]["status"] == "ok", rows["onnx_int8"]
+        assert rows["onnx_int8"]["size_mb"] < rows["onnx_fp32"]["size_mb"] / 2.5
+        q = rows["onnx_int8"]
+        assert q["diff_low"] <= q["difference"] <= q["diff_high"]
+        assert "Deployment: what you ship" in html and "onnx_int8 vs pytorch:" in html
     # the report as Chromium shows it: every picture displayed, none empty
     from segbench.report.check import check_report
 
@@ -280,6 +298,7 @@ def test_dvc_round_trip_fresh_clone_pull_reruns_nothing(tmp_path, camvid_subset)
             "models",
             "eval",
             "best",
+            "deploy",
             "report",
             "selection.json",
             "splits.json",
@@ -341,6 +360,7 @@ def test_grapes_labelme_through_the_workflow(tmp_path):
         "train.epochs=1",
         "train.image_size=[96,128]",
         "name=grapes_e2e",
+        "deploy.variants=[]",
     ]
     r = _run(SEGBENCH + ["run", *overrides, "--workdir", str(tmp_path), "--cores", "2"], REPO)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]

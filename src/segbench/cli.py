@@ -342,6 +342,7 @@ def _cmd_report(args):
         args.out,
         select_cfg=load_json(args.select) if args.select else None,
         plan_json=args.plan,
+        deploy_json=args.deploy,
     )
     print(f"report written to {args.out}")
     return 0
@@ -360,7 +361,17 @@ def _cmd_predict(args):
         "batch_size": args.batch_size,
     }
     try:
-        recs = predict_files(args.model, args.images, args.output, inference, device=args.device)
+        recs = predict_files(
+            args.model,
+            args.images,
+            args.output,
+            inference,
+            device=args.device,
+            engine=args.engine,
+            onnx=args.onnx,
+            threads=args.threads,
+            bf16=args.bf16,
+        )
     except ImageInputError as err:
         print(f"segbench predict: error: {err}", file=sys.stderr)
         return 2
@@ -441,15 +452,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--flip", action="store_true", help="flip test-time augmentation")
     s.add_argument("--batch-size", type=int, default=4)
     s.add_argument("--device", default="auto")
+    s.add_argument(
+        "--engine",
+        default="pytorch",
+        choices=["pytorch", "onnxruntime"],
+        help="pytorch (default) or onnxruntime on the CPU (the model folder's model.onnx, or --onnx)",
+    )
+    s.add_argument(
+        "--onnx", default=None, help="onnxruntime: the .onnx file (e.g. deploy/onnx_int8/model.onnx)"
+    )
+    s.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the library's)")
+    s.add_argument(
+        "--bf16", action="store_true", help="pytorch: bfloat16 autocast (CPUs with AVX-512 BF16/AMX)"
+    )
     s.set_defaults(fn=_cmd_predict)
 
     _add_dataset_commands(sub)
     _add_step_commands(sub)
+    from .deploy_commands import add_commands as _add_deploy_commands
     from .plan_commands import add_commands as _add_plan_commands
     from .tuning.commands import add_commands as _add_tune_commands
 
     _add_tune_commands(sub)
     _add_plan_commands(sub)
+    _add_deploy_commands(sub)
     return p
 
 
@@ -589,6 +615,7 @@ def _add_step_commands(sub) -> None:
         "--select", default=None, help="select config (JSON): the bootstrap resamples stated on the page"
     )
     s.add_argument("--plan", default=None, help="plan.json, when the recipe left keys to the plan")
+    s.add_argument("--deploy", default=None, help="deploy/summary.json, when deployment variants were built")
     s.add_argument("--out", required=True)
     s.set_defaults(fn=_cmd_report)
 

@@ -213,7 +213,8 @@ def job_configs(cfg: dict[str, Any]) -> dict[str, Any]:
 
     Returns:
         ``{"dataset": ..., "split": ..., "train": ..., "augment": ..., "evaluate": ..., "report": ...,
-        "select": ..., "logger": ..., "tune": ..., "models": {name: ...}}``; ``split`` carries the
+        "select": ..., "logger": ..., "tune": ..., "plan": ..., "deploy": ...,
+        "models": {name: ...}}``; ``split`` carries the
         experiment's seed, ``train`` and ``evaluate`` its device and the training image size. ``train``
         holds no seed: each training job gets its own (:func:`training_seeds`).
         ``logger`` is read by training jobs but is not one of their inputs (tracking is not what a
@@ -239,6 +240,7 @@ def job_configs(cfg: dict[str, Any]) -> dict[str, Any]:
         "logger": dict(cfg.get("logger") or {"name": "none"}, experiment=cfg["name"]),
         "tune": tune_config(cfg),
         "plan": dict(cfg.get("plan") or {}),
+        "deploy": dict(cfg.get("deploy") or {"variants": []}),
         "models": {name: dict(m, name=name) for name, m in cfg["model"].items()},
     }
 

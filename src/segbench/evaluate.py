@@ -182,7 +182,42 @@ def evaluate_model(
         torch.set_num_threads(int(threads))
     device = device_of(eval_cfg.get("device", "auto"))
     model, info = load_trained_model(ckpt_dir, device)
+    engine = eval_cfg.get("engine", "pytorch")
+    if engine == "onnxruntime":
+        return _evaluate_onnx(model, info, dataset_json, splits_json, eval_cfg, out_dir, threads)
+    if engine != "pytorch":
+        raise ValueError(f"evaluate.engine '{engine}' unknown; allowed values: pytorch, onnxruntime")
     return evaluate_loaded(model, info, device, dataset_json, splits_json, eval_cfg, out_dir)
+
+
+def _evaluate_onnx(model, info, dataset_json, splits_json, eval_cfg, out_dir, threads) -> dict[str, Any]:
+    """``evaluate.engine: onnxruntime``: export the model to ONNX
+    (:func:`segbench.export.onnx_export_and_check`, parity checked on two test images), then evaluate the
+    export through onnxruntime on the CPU. Ensembles (the ensemble step) stay on PyTorch.
+
+    Raises:
+        RuntimeError: the export does not match PyTorch (the message holds the parity report)."""
+    import tempfile
+
+    from .deploy import OrtModel
+    from .export import onnx_export_and_check
+
+    meta, splits = read_dataset(dataset_json), read_splits(splits_json)
+    root = Path(dataset_json).parent
+    images = [read_image(root / meta["manifest"][i]["image"]) for i in sorted(splits["test"])[:2]]
+    model = model.to("cpu").eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        parity = onnx_export_and_check(model, info, images, path)
+        if not parity["passed"]:
+            raise RuntimeError(
+                f"evaluate.engine=onnxruntime: the ONNX export of {info['model'].get('name')} does not match "
+                f"PyTorch ({parity.get('error') or parity}); evaluate it with evaluate.engine=pytorch"
+            )
+        result = evaluate_loaded(
+            OrtModel(path, threads), info, "cpu", dataset_json, splits_json, eval_cfg, out_dir
+        )
+    return result
 
 
 def evaluate_loaded(

@@ -50,6 +50,7 @@ STEPS = {
     "ensemble": ("ensemble", "evaluate"),
     "aggregate": ("aggregate", "provenance"),
     "best": ("best",),
+    "deploy": ("deploy", "deploy_commands"),
     "report": ("report/render",),
 }
 
@@ -86,6 +87,7 @@ _USES_LIBRARIES = {
     "evaluate",
     "ensemble",
     "best",
+    "deploy",
     "convert",
     "aggregate",
 }

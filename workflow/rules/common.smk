@@ -66,6 +66,9 @@ FOLDS = list(range(N_FOLDS))
 # fold x seed, so adding a seed adds only that seed's jobs
 SEEDS = sb_config.training_seeds(CFG)
 REPORT = LAYOUT.report_html.as_posix()
+# deployment variants of the selected model (deploy.variants; rules/deploy.smk)
+DEPLOY_VARIANTS = list((CFG.get("deploy") or {}).get("variants") or [])
+DEPLOY_SUMMARY = (LAYOUT.root / "deploy" / "summary.json").as_posix()
 # training/evaluation jobs ask for one GPU (a SLURM --gpus, a local --resources gpu=N slot) unless the
 # experiment runs on the CPU (device=cpu)
 GPU = 0 if str(CFG.get("device", "auto")).lower() == "cpu" else 1
@@ -130,6 +133,7 @@ for _key in (
     "tune",
     "tune_budget",
     "plan",
+    "deploy",
 ):
     write_if_changed(LAYOUT.step_config(_key), sb_config.dump_json(JOBS[_key]))
 for _name, _mcfg in JOBS["models"].items():

@@ -82,12 +82,14 @@ rule report:
         # best/ as a whole (the ONNX parity the page states): README.md is its last file
         readme=LAYOUT.best_file("README.md").as_posix(),
         plan=[LAYOUT.plan_json.as_posix()] if PLANNED else [],
+        deploy=[DEPLOY_SUMMARY] if DEPLOY_VARIANTS else [],
     output:
         REPORT,
     params:
         exp=lambda wildcards, input: os.path.dirname(input.summary),
         ds=lambda wildcards, input: os.path.dirname(input.dataset),
         plan="--plan" if PLANNED else "",
+        deploy="--deploy" if DEPLOY_VARIANTS else "",
         code=CODE["report"],
     log:
         LAYOUT.log("report.log").as_posix(),
@@ -95,4 +97,5 @@ rule report:
         SEGBENCH_ENV
     shell:
         "segbench report --experiment {params.exp} --dataset-dir {params.ds} --config {input.cfg}"
-        " --select {input.select} {params.plan} {input.plan} --out {output} > {log} 2>&1"
+        " --select {input.select} {params.plan} {input.plan} {params.deploy} {input.deploy} --out {output}"
+        " > {log} 2>&1"

@@ -254,6 +254,52 @@ def _plan(plan_json) -> dict[str, Any] | None:
     return dict(plan, table=_table_html(pd.DataFrame(rows)))
 
 
+def _deploy(deploy_json) -> dict[str, Any] | None:
+    """The deployment section (``deploy/summary.json``, :func:`segbench.deploy.summarise_variants`): the
+    selected model and each variant on the same test images; variants that did not run, with why."""
+    from ..records import read_json
+
+    if deploy_json is None:
+        return None
+    d = read_json(deploy_json, required=("rows",))
+    ran = [r for r in d["rows"] if r.get("status") == "ok"]
+    if not ran:
+        return None
+
+    def num(v, fmt):
+        return "" if v is None else format(float(v), fmt)
+
+    rows = [
+        {
+            "variant": r["variant"],
+            "engine": r.get("engine"),
+            "precision": r.get("precision"),
+            "test mIoU [95% CI]": f"{r['mIoU']:.4f} [{r['ci_low']:.4f}, {r['ci_high']:.4f}]",
+            "vs PyTorch [95% CI]": ""
+            if r.get("difference") is None
+            else f"{r['difference']:+.4f} [{r['diff_low']:+.4f}, {r['diff_high']:+.4f}]",
+            "ms / image (median, p95)": f"{num(r.get('time_ms_median'), '.1f')}, "
+            f"{num(r.get('time_ms_p95'), '.1f')}",
+            "speed-up": num(r.get("speedup"), ".2f"),
+            "peak memory MB": num(r.get("peak_memory_mb"), ".0f"),
+            "size MB": num(r.get("size_mb"), ".1f"),
+            "threads": r.get("threads") or "",
+        }
+        for r in ran
+    ]
+    return {
+        "reference": d.get("reference"),
+        "table": _table_html(pd.DataFrame(rows)),
+        "verdicts": [r["verdict"] for r in ran if r.get("verdict")],
+        "not_run": [
+            {"variant": r["variant"], "status": r["status"], "reason": r.get("reason")}
+            for r in d["rows"]
+            if r.get("status") != "ok"
+        ],
+        "units": (d.get("units") or {}).get("description"),
+    }
+
+
 def _tuning(summary: dict[str, Any]) -> dict[str, Any]:
     """The tuning section: whether and how the candidates were tuned, one row per candidate."""
     from ..tuning.space import describe_params
@@ -330,6 +376,7 @@ def build_context(
     select_cfg: dict[str, Any] | None = None,
     n_folds: int | None = None,
     plan_json=None,
+    deploy_json=None,
 ) -> dict[str, Any]:
     """The report's content: numbers, tables (HTML) and figures (data URIs).
 
@@ -340,6 +387,7 @@ def build_context(
         select_cfg: the ``select`` config (``n_bootstrap``, ``onnx``); None = its defaults.
         n_folds: folds per candidate (default: as many as ``summary.json`` records).
         plan_json: ``plan.json`` when the recipe left keys to the plan (else no plan section).
+        deploy_json: ``deploy/summary.json`` when deployment variants were built (else no section).
 
     Raises:
         FileNotFoundError: an input of the report is missing (names it and the step that writes it).
@@ -367,5 +415,6 @@ def build_context(
         "overlays": _overlays(exp, ds, meta, order, report_cfg, seeds[0]),
         "tuning": _tuning(summary),
         "plan": _plan(plan_json),
+        "deploy": _deploy(deploy_json),
         "n_seeds": len(seeds),
     }

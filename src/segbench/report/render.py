@@ -19,6 +19,7 @@ def render_report(
     out_path: str | Path,
     select_cfg: dict[str, Any] | None = None,
     plan_json: str | Path | None = None,
+    deploy_json: str | Path | None = None,
 ) -> str:
     """Render ``report/index.html`` for an experiment: :func:`~segbench.report.context.build_context`
     laid out by ``templates/page.html.j2``; written atomically. The page needs no network to display.
@@ -30,6 +31,7 @@ def render_report(
         out_path: the HTML file to write.
         select_cfg: the ``select`` config (number of bootstrap resamples, ONNX on or off).
         plan_json: the training plan, when the recipe left keys to it (its section of the page).
+        deploy_json: ``deploy/summary.json``, when deployment variants were built (their section).
 
     Returns:
         The HTML text.
@@ -39,7 +41,9 @@ def render_report(
     """
     html = render_template(
         "page.html.j2",
-        **build_context(experiment_dir, dataset_dir, report_cfg, select_cfg, plan_json=plan_json),
+        **build_context(
+            experiment_dir, dataset_dir, report_cfg, select_cfg, plan_json=plan_json, deploy_json=deploy_json
+        ),
     )
     atomic_write_text(out_path, html)
     return html
