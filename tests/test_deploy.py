@@ -184,7 +184,7 @@ def test_a_variant_that_fails_is_recorded_and_the_command_succeeds(experiment, p
     rec = run_variant(
         "onnx_fp32", best, processed, exp / "splits.json", jobs["evaluate"], {}, tmp_path / "v", 1
     )
-    assert rec["status"] == "failed" and "model.onnx" in rec["reason"] and "onnx_parity.json" in rec["reason"]
+    assert rec["status"] == "failed" and "model.onnx" in rec["reason"] and "select.onnx" in rec["reason"]
     with pytest.raises(ValueError, match="allowed values: onnx_fp32"):
         run_variant("tflite", best, processed, exp / "splits.json", jobs["evaluate"], {}, tmp_path / "w", 1)
 

@@ -131,6 +131,8 @@ def test_workflow_end_to_end(tmp_path, camvid_subset):
     assert (best / "model.safetensors").is_file() or (best / "members").is_dir()
     parity = json.loads((best / "onnx_parity.json").read_text())
     assert parity["passed"] or parity["error"], parity
+    # with a passing export, the stand-alone pipeline travels with it (tests/test_reference_script.py)
+    assert (best / "segment_onnx.py").is_file() == bool(parity["passed"])
     card = (best / "MODEL_CARD.md").read_text()
     assert "segbench predict --model" in card and "one training run scores" in card and sel["model"] in card
     assert "training noise was not measured" in card  # one seed: the card says what the interval omits
@@ -286,6 +288,10 @@ def test_dvc_round_trip_fresh_clone_pull_reruns_nothing(tmp_path, camvid_subset)
     )
     summary = json.loads((proj / "results/camvid_quick/summary.json").read_text())
     assert [m["model"] for m in summary["models"]] == ["tv_lraspp_mbv3"]
+    # one model, exportable: the deploy step's ONNX FP32 and INT8 variants ran and were scored
+    dep = json.loads((proj / "results/camvid_quick/deploy/summary.json").read_text())
+    status = {r["variant"]: r["status"] for r in dep["rows"]}
+    assert status["onnx_fp32"] == status["onnx_int8"] == "ok", dep["rows"]
     assert "mIoU" in run(*dvc, "metrics", "show", "--json").stdout
     assert run(*dvc, "status").stdout.strip().endswith("up to date.")
     run(*dvc, "push")
@@ -329,6 +335,15 @@ def test_dvc_round_trip_fresh_clone_pull_reruns_nothing(tmp_path, camvid_subset)
     for rule in ("convert", "split", "train", "evaluate", "aggregate", "report"):
         assert f"rule {rule}:" not in out, rule
     assert _tree_digest(clone, outs) == pushed
+    # the pulled best/ used without segbench: its segment_onnx.py gives segbench predict's masks
+    best = clone / "results/camvid_quick/best"
+    img = sorted((clone / "data/raw/camvid/CamVid/test").glob("*.png"))[0]
+    script = best / "segment_onnx.py"
+    run(sys.executable, "-I", str(script), str(img), "-o", str(tmp_path / "ref"), cwd=tmp_path)
+    run(*SEGBENCH, "predict", "--model", str(best), str(img), "-o", str(tmp_path / "pred"), cwd=clone)
+    a = np.asarray(Image.open(tmp_path / "ref" / f"{img.stem}_mask.png"))
+    b = np.asarray(Image.open(tmp_path / "pred" / f"{img.stem}_mask.png"))
+    assert a.shape == b.shape and (a == b).mean() >= 0.9999
     print(f"fresh clone: dvc pull {t_pull:.1f} s, then segbench run (no job) {t_run:.1f} s")
 
 

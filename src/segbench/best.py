@@ -13,7 +13,9 @@ Contents:
   ``image_size``, albumentations ``Normalize(mean, std, max_pixel_value)``, NCHW float32) and the
   evaluated inference settings;
 * ``model.onnx`` + ``onnx_parity.json``: the ONNX export checked against PyTorch on real images of
-  the dataset (:func:`segbench.export.onnx_export_and_check`);
+  the dataset (:func:`segbench.export.onnx_export_and_check`); with a passing export,
+  ``segment_onnx.py`` (:mod:`segbench.reference.segment_onnx`): the whole pipeline (preprocessing,
+  sliding window, blending, argmax, resize back) with onnxruntime, numpy and Pillow only;
 * ``selection.json``: how it was chosen; ``MODEL_CARD.md``: data, metrics with 95 % CIs, selection,
   constraints, limits and the exact ``segbench predict`` command; ``README.md``
   (``templates/model_card.md.j2`` and ``best_readme.md.j2`` of :mod:`segbench.report`).
@@ -190,6 +192,10 @@ def package_best(
         )
         atomic_write_json(tmp / "preprocessing.json", _preprocessing(info, evaluate_cfg))
         parity = _onnx(exp, ds, sel, meta, splits, info, sel_cfg, tmp) if sel_cfg.get("onnx", True) else {}
+        if parity.get("passed"):  # the pipeline without segbench: the same masks from model.onnx
+            from .reference import segment_onnx
+
+            shutil.copyfile(segment_onnx.__file__, tmp / "segment_onnx.py")
         card = _card(
             exp,
             sel,

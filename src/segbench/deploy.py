@@ -264,6 +264,17 @@ def _fp16(fp32_path: Path, out_path: Path) -> None:
     tmp.replace(out_path)
 
 
+def _why_no_onnx(best_dir: Path) -> str:
+    """Why ``best/`` holds no ``model.onnx``: the export's error from ``onnx_parity.json``, if any."""
+    import json
+
+    try:
+        err = json.loads((best_dir / "onnx_parity.json").read_text()).get("error")
+    except (OSError, ValueError):
+        return "select.onnx is off, or the export failed: best/onnx_parity.json says why"
+    return f"the export failed: {str(err)[:300]}" if err else "select.onnx is off"
+
+
 def _skip_reason(variant: str, device: str) -> str | None:
     """Why ``variant`` cannot run on this machine (None: it can)."""
     import onnxruntime as ort
@@ -369,10 +380,7 @@ def run_variant(
                 else:
                     fp32 = best_dir / "model.onnx"
                     if not fp32.is_file():
-                        raise FileNotFoundError(
-                            f"{fp32}: no ONNX export in best/ (select.onnx is off, or the export failed: "
-                            "best/onnx_parity.json says why)"
-                        )
+                        raise FileNotFoundError(f"{fp32}: no ONNX export in best/ ({_why_no_onnx(best_dir)})")
                     path = tmp / "model.onnx"
                     if variant == "onnx_fp32":
                         shutil.copyfile(fp32, path)
