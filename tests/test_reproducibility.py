@@ -114,14 +114,20 @@ def test_each_step_fingerprints_the_code_it_runs(tmp_path, monkeypatch):
         f.write("\nX = 1\n")
     provenance._imports.cache_clear()
     after2 = {s: provenance.code_fingerprint(s) for s in provenance.STEPS}
-    # ... and tuning's (its trials train models) and the plan's (it probes the batch size by building it)
+    # ... and tuning's (its trials train models), the plan's (it builds the model to probe the batch
+    # size) and deploy's (it loads and exports the model)
     moved = {s for s in after if after[s] != after2[s]}
-    assert moved == {"train", "tune", "evaluate", "ensemble", "best", "plan"}
+    assert moved == {"train", "tune", "evaluate", "ensemble", "best", "plan", "deploy"}
     with open(pkg / "tuning" / "study.py", "a") as f:  # a change of the search moves tuning only
         f.write("\nY = 1\n")
     provenance._imports.cache_clear()
     after3 = {s: provenance.code_fingerprint(s) for s in provenance.STEPS}
     assert {s for s in after2 if after2[s] != after3[s]} == {"tune"}
+    with open(pkg / "deploy.py", "a") as f:  # the deployment variants move the deploy step only: no
+        f.write("\nZ = 1\n")  # model is re-evaluated when the quantization code changes
+    provenance._imports.cache_clear()
+    after4 = {s: provenance.code_fingerprint(s) for s in provenance.STEPS}
+    assert {s for s in after3 if after3[s] != after4[s]} == {"deploy"}
     provenance._imports.cache_clear()
     with pytest.raises(KeyError, match="steps: convert"):
         provenance.code_fingerprint("nope")

@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .engines import Bf16Model, OrtModel
+
 __all__ = [
     "VARIANTS",
     "OrtModel",
@@ -52,68 +54,6 @@ __all__ = [
 
 #: the variants segbench knows, in the order the report lists them
 VARIANTS = ("onnx_fp32", "onnx_int8", "onnx_fp16", "torch_bf16")
-
-
-class OrtModel:
-    """An onnxruntime session that :func:`segbench.inference.segment` can call like a PyTorch model.
-
-    Args:
-        path: the ``.onnx`` file (input ``image`` float32 NCHW, output ``logits`` [N, C, H, W]).
-        threads: onnxruntime's intra-op threads (None: onnxruntime's default, one per core).
-        providers: execution providers (default: CUDA when onnxruntime has it and ``cuda`` is asked,
-            else the CPU provider).
-
-    Calling it with ``float32[N, 3, H, W]`` (a torch tensor) returns the logits as a float32 torch
-    tensor on the CPU. It has no parameters (the memory format of :mod:`segbench.inference` is NCHW).
-
-    Raises:
-        onnxruntime's errors for a file that is not a valid model.
-    """
-
-    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-            opts.inter_op_num_threads = 1
-        self.path = Path(path)
-        self.threads = threads
-        self.session = ort.InferenceSession(
-            str(path), sess_options=opts, providers=providers or ["CPUExecutionProvider"]
-        )
-        self.providers = self.session.get_providers()
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        arr = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-        return torch.from_numpy(
-            self.session.run(["logits"], {"image": arr})[0].astype(np.float32, copy=False)
-        )
-
-    def parameters(self):
-        """No torch parameters (an empty iterator)."""
-        return iter(())
-
-    def eval(self) -> OrtModel:
-        return self
-
-
-class Bf16Model(torch.nn.Module):
-    """A trained PyTorch model run under bfloat16 autocast (``torch.autocast``); logits as float32.
-
-    Args:
-        model: the model (eval mode) on ``device``.
-        device: ``cpu`` or ``cuda[:k]``.
-    """
-
-    def __init__(self, model: torch.nn.Module, device: str):
-        super().__init__()
-        self.model = model
-        self.device_type = "cuda" if str(device).startswith("cuda") else "cpu"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device_type, dtype=torch.bfloat16):
-            return self.model(x).float()
 
 
 def calibration_inputs(images: list[np.ndarray], infer: Any, seed: int = 0) -> list[np.ndarray]:
@@ -308,6 +248,36 @@ def _calibration_images(
     return [read_image(ds_root / meta["manifest"][i]["image"]) for i in ids], ids
 
 
+def _calibrate_and_quantize(fp32, path, dataset_json, splits_json, eval_cfg, deploy_cfg, info, threads):
+    """``onnx_int8``'s build: calibration inputs from the training split, then :func:`quantize_int8`;
+    returns the quantization record with the calibration ids."""
+    from .inference import InferenceConfig
+    from .records import read_dataset, read_splits
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    meta, splits = read_dataset(dataset_json), read_splits(splits_json)
+    infer = InferenceConfig.from_dict(
+        eval_cfg, info["image_size"], info.get("normalize"), info.get("inference")
+    )
+    seed = int(deploy_cfg.get("seed", 0))
+    images, ids = _calibration_images(
+        Path(dataset_json).parent,
+        meta,
+        splits,
+        int(info.get("fold") or 0),
+        int(deploy_cfg.get("calibration_images", 32)),
+        seed,
+    )
+    q = quantize_int8(
+        fp32,
+        path,
+        calibration_inputs(images, infer, seed),
+        str(deploy_cfg.get("calibration_method", "minmax")),
+    )
+    return dict(q, calibration_ids=ids)
+
+
 def run_variant(
     variant: str,
     best_dir: str | Path,
@@ -339,10 +309,9 @@ def run_variant(
     """
     from .device import device_of
     from .evaluate import evaluate_loaded
-    from .inference import InferenceConfig
     from .io import atomic_dir, atomic_write_json
     from .models.checkpoint import load_trained_model
-    from .records import read_dataset, read_model_info, read_splits
+    from .records import read_model_info
 
     if variant not in VARIANTS:
         raise ValueError(f"deploy.variants: '{variant}' unknown; allowed values: {', '.join(VARIANTS)}")
@@ -387,25 +356,24 @@ def run_variant(
                     elif variant == "onnx_fp16":
                         _fp16(fp32, path)
                     else:
-                        meta, splits = read_dataset(dataset_json), read_splits(splits_json)
-                        infer = InferenceConfig.from_dict(
-                            eval_cfg, info["image_size"], info.get("normalize"), info.get("inference")
-                        )
-                        images, ids = _calibration_images(
-                            Path(dataset_json).parent,
-                            meta,
-                            splits,
-                            int(info.get("fold") or 0),
-                            int(deploy_cfg.get("calibration_images", 32)),
-                            int(deploy_cfg.get("seed", 0)),
-                        )
-                        q = quantize_int8(
-                            fp32,
-                            path,
-                            calibration_inputs(images, infer, int(deploy_cfg.get("seed", 0))),
-                            str(deploy_cfg.get("calibration_method", "minmax")),
-                        )
-                        record["quantization"] = dict(q, calibration_ids=ids)
+                        # in a child process, so the peak memory the evaluation reports is the
+                        # deployed model's, not the calibration's
+                        import multiprocessing
+                        from concurrent.futures import ProcessPoolExecutor
+
+                        spawn = multiprocessing.get_context("spawn")
+                        with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+                            args = (
+                                fp32,
+                                path,
+                                dataset_json,
+                                splits_json,
+                                eval_cfg,
+                                deploy_cfg,
+                                info,
+                                threads,
+                            )
+                            record["quantization"] = pool.submit(_calibrate_and_quantize, *args).result()
                     providers = ["CUDAExecutionProvider"] if variant == "onnx_fp16" else None
                     model = OrtModel(path, threads, providers)
                     record["file"] = "model.onnx"

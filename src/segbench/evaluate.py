@@ -199,7 +199,7 @@ def _evaluate_onnx(model, info, dataset_json, splits_json, eval_cfg, out_dir, th
         RuntimeError: the export does not match PyTorch (the message holds the parity report)."""
     import tempfile
 
-    from .deploy import OrtModel
+    from .engines import OrtModel
     from .export import onnx_export_and_check
 
     meta, splits = read_dataset(dataset_json), read_splits(splits_json)

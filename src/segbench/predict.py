@@ -79,10 +79,10 @@ def predict_files(
         progress: show a tqdm progress bar.
         engine: ``pytorch`` (the trained weights) or ``onnxruntime`` (the ONNX export, on the CPU:
             ``onnx``, default ``<model_dir>/model.onnx``, e.g. an INT8 variant from ``deploy/``), fed the
-            same preprocessed windows (:class:`segbench.deploy.OrtModel`).
+            same preprocessed windows (:class:`segbench.engines.OrtModel`).
         onnx: the ``.onnx`` file for ``engine="onnxruntime"``.
         threads: intra-op threads of torch or onnxruntime (None: the library's default).
-        bf16: PyTorch engine: run under bfloat16 autocast (:class:`segbench.deploy.Bf16Model`; on CPUs
+        bf16: PyTorch engine: run under bfloat16 autocast (:class:`segbench.engines.Bf16Model`; on CPUs
             with AVX-512 BF16/AMX about twice as fast; the deploy step measures what it changes).
 
     Returns:
@@ -105,7 +105,7 @@ def predict_files(
 
         torch.set_num_threads(int(threads))
     if engine == "onnxruntime":
-        from .deploy import OrtModel
+        from .engines import OrtModel
         from .records import read_model_info
 
         path = Path(onnx) if onnx else Path(model_dir) / "model.onnx"
@@ -120,7 +120,7 @@ def predict_files(
         dev = device_of(device)
         model, info = load_trained_model(model_dir, dev)
         if bf16:
-            from .deploy import Bf16Model
+            from .engines import Bf16Model
 
             model = Bf16Model(model, dev).eval()
     cfg = InferenceConfig.from_dict(
