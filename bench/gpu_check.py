@@ -90,9 +90,10 @@ class GpuSampler:
 
 
 def bare_loop(
-    dataset_json, ids, model_cfg, train_cfg, augment_cfg, device: str, precision: str, workers: int
+    dataset_json, ids, model_cfg, train_cfg, augment_cfg, device: str, precision: str, workers: int, cl: bool
 ) -> float:
-    """A hand-written training loop on ``device`` over segbench's data; returns seconds for all epochs."""
+    """A hand-written training loop on ``device`` over segbench's data, at segbench's precision and
+    memory format (``cl``: channels-last); returns seconds for all epochs."""
     import lightning
     import torch
 
@@ -117,7 +118,8 @@ def bare_loop(
         worker_init_fn=seed_worker if workers else None, generator=torch.Generator().manual_seed(seed),
         persistent_workers=workers > 0,
     )  # fmt: skip
-    model = create_model(num_classes=len(meta["classes"]), **model_cfg).to(device)
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    model = create_model(num_classes=len(meta["classes"]), **model_cfg).to(device, memory_format=fmt)
     loss_fn = build_loss(train_cfg["loss"], ignore_index=int(meta["ignore_index"]))
     opt = torch.optim.AdamW(model.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
     scaler = torch.amp.GradScaler(enabled=precision == "16-mixed")
@@ -129,7 +131,8 @@ def bare_loop(
     t0 = time.perf_counter()
     for _ in range(int(train_cfg["epochs"])):
         for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x = x.to(device, non_blocking=True).contiguous(memory_format=fmt)
+            y = y.to(device, non_blocking=True)
             opt.zero_grad(set_to_none=True)
             with torch.autocast(dev_type, dtype=dtype, enabled=precision != "32-true"):
                 out = model(x)
@@ -185,6 +188,7 @@ def main() -> None:
     from segbench.config import compose, job_configs
     from segbench.device import auto_precision
     from segbench.training import train_model
+    from segbench.training.memory_format import channels_last_for
 
     import_torchvision()
     if a.device.startswith("cuda") and not torch.cuda.is_available():
@@ -217,10 +221,10 @@ def main() -> None:
             )  # fmt: skip
             mcfg, tcfg, acfg = jobs["models"][name], dict(jobs["train"], seed=42), jobs["augment"]
             workers = min(8, os.cpu_count() or 1)
-            bare_loop(
-                ds, ids[: 2 * a.batch_size], mcfg, dict(tcfg, epochs=1), acfg, a.device, precision, 0
-            )  # warm-up
-            bare = bare_loop(ds, ids, mcfg, tcfg, acfg, a.device, precision, workers)
+            cl = channels_last_for(tcfg.get("channels_last", "auto"), mcfg)[0]
+            warm = dict(tcfg, epochs=1)
+            bare_loop(ds, ids[: 2 * a.batch_size], mcfg, warm, acfg, a.device, precision, 0, cl)
+            bare = bare_loop(ds, ids, mcfg, tcfg, acfg, a.device, precision, workers, cl)
             if accel == "gpu":
                 torch.cuda.reset_peak_memory_stats()
             with GpuSampler() as sampler:
