@@ -140,6 +140,7 @@ def test_variants_beside_the_pytorch_model_with_paired_intervals(experiment, pro
     # the subset's test split has fewer than 10 independent units: the verdict says it cannot tell
     assert "cannot be told apart reliably" in r["verdict"] or "indistinguishable" in r["verdict"]
     assert r["speedup"] > 0 and r["size_mb"] > 0
+    assert isinstance(s["recommendation"], str) and s["recommendation"].endswith(".")
     # no CUDA onnxruntime here: FP16 is recorded as skipped, with the reason, and has no numbers
     import onnxruntime as ort
 
@@ -232,3 +233,36 @@ def test_evaluation_through_onnxruntime_scores_the_export(experiment, processed,
         evaluate_model(
             mdir, processed, exp / "splits.json", dict(jobs["evaluate"], engine="tensorrt"), tmp_path / "t"
         )
+
+
+def test_the_recommendation_names_the_file_to_ship():
+    from segbench.deploy import _violations, recommend
+
+    def variant(name, ms, mb, diff, lo, hi, engine="onnxruntime"):
+        return dict(variant=name, status="ok", engine=engine, time_ms_median=ms, peak_memory_mb=mb,
+                    difference=diff, diff_low=lo, diff_high=hi, speedup=60.0 / ms, size_mb=17.4)  # fmt: skip
+
+    ref = {"variant": "pytorch", "status": "ok", "time_ms_median": 60.0, "peak_memory_mb": 550.0}
+    rows = [
+        ref,
+        variant("onnx_fp32", 66.0, 540.0, 0.0, -0.0001, 0.0001),
+        variant("onnx_int8", 43.0, 430.0, -0.0005, -0.0009, 0.0003),
+        variant("lossy", 10.0, 100.0, -0.05, -0.07, -0.03),  # the fastest, but shown to lose accuracy
+        {"variant": "onnx_fp16", "status": "skipped", "reason": "no CUDA"},
+    ]
+
+    def rec(limits):
+        for r in rows[1:4]:
+            r["violations"] = _violations(r, limits)
+        return recommend(rows, limits)
+
+    text = rec({})
+    assert text.startswith("Fastest without a measurable loss of accuracy: onnx_int8")
+    assert "ship deploy/onnx_int8/model.onnx" in text and "-0.0009 to +0.0003" in text
+    text = rec({"max_ms_per_image": 50})
+    assert text.startswith("The PyTorch model misses select.max_ms_per_image (60.0 ms per image > 50)")
+    assert "its variant onnx_int8" in text
+    assert "no variant meets" in rec({"max_ms_per_image": 40})  # only the lossy one is that fast
+    assert "no variant meets" in rec({"max_memory_mb": 400, "max_ms_per_image": 100})
+    rows[2].update(diff_high=-0.0001)  # INT8 now shown to lose: only slower ones remain
+    assert rec({}).startswith("No variant is faster") and "ship the PyTorch model" in rec({})

@@ -411,6 +411,7 @@ def summarise_variants(
     seed: int = 0,
     block_length: int | str = "auto",
     min_clusters: int = 5,
+    constraints: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The deployment table: the selected PyTorch model and each variant, on the same test images.
 
@@ -425,11 +426,14 @@ def summarise_variants(
         dataset_json: the dataset (image groups).
         variants: the variant names of the experiment (``deploy.variants``).
         n_bootstrap, seed, block_length, min_clusters: as ``select.*``.
+        constraints: ``select.max_ms_per_image`` / ``select.max_memory_mb`` (None or absent: no limit);
+            each row records what it violates, and :func:`recommend` says which file to ship.
 
     Returns:
         ``{"reference": {...}, "rows": [{"variant", "status", "reason", "engine", "precision", "device",
         "threads", "mIoU", "ci_low", "ci_high", "difference", "diff_low", "diff_high", "verdict",
-        "time_ms_median", "time_ms_p95", "peak_memory_mb", "size_mb", "speedup"}], "units": {...}}``
+        "time_ms_median", "time_ms_p95", "peak_memory_mb", "size_mb", "speedup",
+        "violations"}], "units": {...}, "constraints", "recommendation": str}``
         (the first row is the PyTorch model; rows of variants that did not run carry their reason).
 
     Raises:
@@ -520,9 +524,70 @@ def summarise_variants(
         if cms.shape != ref_cms.shape:
             raise ValueError(f"{vdir}: evaluated on other test images than {ref_dir}; rerun the deploy step")
         rows.append(row(v, rec, cms, read_timing(vdir) or {}, read_metrics(vdir)))
+    limits = {k: v for k, v in (constraints or {}).items() if v is not None}
+    for r in rows:
+        if r.get("status") == "ok":
+            r["violations"] = _violations(r, limits)
     return {
         "reference": {"model": sel["model"], "fold": sel["fold"], "seed": sel["seed"]},
         "rows": rows,
         "units": units.as_dict(),
         "n_bootstrap": int(n_bootstrap),
+        "constraints": limits,
+        "recommendation": recommend(rows, limits),
     }
+
+
+_LIMITS = {"max_ms_per_image": ("time_ms_median", "ms per image"), "max_memory_mb": ("peak_memory_mb", "MB")}
+
+
+def _violations(row: dict[str, Any], limits: dict[str, Any]) -> list[str]:
+    out = []
+    for key, (col, unit) in _LIMITS.items():
+        if key in limits and row.get(col) is not None and float(row[col]) > float(limits[key]):
+            out.append(f"select.{key} ({float(row[col]):.1f} {unit} > {float(limits[key]):g})")
+    return out
+
+
+def recommend(rows: list[dict[str, Any]], limits: dict[str, Any]) -> str:
+    """Which file to ship, in one sentence, from the rows of :func:`summarise_variants`.
+
+    A variant is acceptable when the paired interval of its difference to the PyTorch model does not
+    lie wholly below 0 (it is not shown to lose accuracy). With ``select.*`` limits the PyTorch model
+    misses, the fastest acceptable variant that meets them; without, the fastest acceptable variant
+    that is faster than the PyTorch model (by the median time per image); else the PyTorch model.
+
+    Args:
+        rows: the PyTorch model first, then the variants (``status``, ``time_ms_median``,
+            ``peak_memory_mb``, ``difference``, ``diff_low``, ``diff_high``, ``speedup``, ``size_mb``,
+            ``violations``, ``engine``).
+        limits: ``{"max_ms_per_image", "max_memory_mb"}`` (absent: no limit).
+    """
+    ref = rows[0]
+    ok = [r for r in rows[1:] if r.get("status") == "ok" and r.get("diff_high") is not None]
+    acceptable = sorted(
+        (r for r in ok if r["diff_high"] >= 0), key=lambda r: r.get("time_ms_median") or float("inf")
+    )
+
+    def how(r):
+        target = f"deploy/{r['variant']}/model.onnx" if r.get("engine") == "onnxruntime" else r["variant"]
+        return (
+            f"{r['variant']} ({r['time_ms_median']:.1f} ms per image, {r['speedup']:.2f}x the PyTorch model"
+            + (f", {r['size_mb']:.1f} MB" if r.get("size_mb") else "")
+            + f") at {r['difference']:+.4f} mIoU (95 % CI {r['diff_low']:+.4f} to {r['diff_high']:+.4f}): "
+            f"ship {target}"
+        )
+
+    missed = _violations(ref, limits)
+    if missed:
+        fits = [r for r in acceptable if not r.get("violations")]
+        if fits:
+            return f"The PyTorch model misses {', '.join(missed)}; its variant {how(fits[0])}."
+        return (
+            f"The PyTorch model misses {', '.join(missed)} and no variant meets the limits without a "
+            "measurable loss of accuracy: relax them, or select among the candidates that meet them."
+        )
+    faster = [r for r in acceptable if r.get("speedup") and r["speedup"] > 1]
+    if faster:
+        return f"Fastest without a measurable loss of accuracy: {how(faster[0])}."
+    return "No variant is faster without a measurable loss of accuracy: ship the PyTorch model (best/)."

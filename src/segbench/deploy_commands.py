@@ -49,6 +49,7 @@ def _cmd_deploy_summary(args) -> int:
         int(sel.get("seed", 0)),
         sel.get("block_length", "auto"),
         int(sel.get("min_clusters", 5)),
+        {k: sel.get(k) for k in ("max_ms_per_image", "max_memory_mb")},
     )
     atomic_write_json(args.out, s)
     for r in s["rows"]:
@@ -59,6 +60,8 @@ def _cmd_deploy_summary(args) -> int:
             )
         else:
             print(f"{r['variant']:>10}: {r['status']}: {r['reason']}")
+    if s["recommendation"]:
+        print(s["recommendation"])
     return 0
 
 

@@ -297,6 +297,7 @@ def _deploy(deploy_json) -> dict[str, Any] | None:
             if r.get("status") != "ok"
         ],
         "units": (d.get("units") or {}).get("description"),
+        "recommendation": d.get("recommendation"),
     }
 
 
