@@ -266,3 +266,12 @@ def test_the_recommendation_names_the_file_to_ship():
     assert "no variant meets" in rec({"max_memory_mb": 400, "max_ms_per_image": 100})
     rows[2].update(diff_high=-0.0001)  # INT8 now shown to lose: only slower ones remain
     assert rec({}).startswith("No variant is faster") and "ship the PyTorch model" in rec({})
+
+
+def test_a_recorded_reason_reaches_the_offline_page_without_web_addresses():
+    from segbench.report.context import _offline
+
+    reason = "SymbolicValueError: Unsupported: ONNX export of adaptive_avg_pool2d. See https://github.com/x/y/issues."
+    text = _offline(reason)
+    assert "http" not in text and text.startswith("SymbolicValueError: Unsupported") and "left out" in text
+    assert len(_offline("x" * 1000)) == 400

@@ -254,6 +254,15 @@ def _plan(plan_json) -> dict[str, Any] | None:
     return dict(plan, table=_table_html(pd.DataFrame(rows)))
 
 
+def _offline(text: str, limit: int = 400) -> str:
+    """A recorded reason for the page: web addresses left out (the page links nowhere and loads
+    nothing; the full text stays in the JSON file), cut to ``limit`` characters."""
+    import re
+
+    text = re.sub(r"https?://\S+", "(web address left out)", text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _deploy(deploy_json) -> dict[str, Any] | None:
     """The deployment section (``deploy/summary.json``, :func:`segbench.deploy.summarise_variants`): the
     selected model and each variant on the same test images; variants that did not run, with why."""
@@ -292,7 +301,7 @@ def _deploy(deploy_json) -> dict[str, Any] | None:
         "table": _table_html(pd.DataFrame(rows)),
         "verdicts": [r["verdict"] for r in ran if r.get("verdict")],
         "not_run": [
-            {"variant": r["variant"], "status": r["status"], "reason": r.get("reason")}
+            {"variant": r["variant"], "status": r["status"], "reason": _offline(r.get("reason") or "")}
             for r in d["rows"]
             if r.get("status") != "ok"
         ],
