@@ -266,6 +266,10 @@ def test_the_recommendation_names_the_file_to_ship():
     assert "no variant meets" in rec({"max_memory_mb": 400, "max_ms_per_image": 100})
     rows[2].update(diff_high=-0.0001)  # INT8 now shown to lose: only slower ones remain
     assert rec({}).startswith("No variant is faster") and "ship the PyTorch model" in rec({})
+    rows.append(variant("torch_bf16", 45.0, 580.0, 0.0001, -0.0001, 0.0002, engine="pytorch"))
+    assert "torch_bf16" in rec({}) and "segbench predict --bf16" in rec({})
+    rows[-1]["speedup"] = None  # no reference time: said, not a crash
+    assert "the PyTorch model's time unknown" in rec({"max_ms_per_image": 50})
 
 
 def test_a_recorded_reason_reaches_the_offline_page_without_web_addresses():

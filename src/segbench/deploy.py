@@ -570,9 +570,18 @@ def recommend(rows: list[dict[str, Any]], limits: dict[str, Any]) -> str:
     )
 
     def how(r):
-        target = f"deploy/{r['variant']}/model.onnx" if r.get("engine") == "onnxruntime" else r["variant"]
+        target = (
+            f"deploy/{r['variant']}/model.onnx"
+            if r.get("engine") == "onnxruntime"
+            else "best/ under bfloat16 autocast (segbench predict --bf16)"
+        )
         return (
-            f"{r['variant']} ({r['time_ms_median']:.1f} ms per image, {r['speedup']:.2f}x the PyTorch model"
+            f"{r['variant']} ({r['time_ms_median']:.1f} ms per image, "
+            + (
+                f"{r['speedup']:.2f}x the PyTorch model"
+                if r.get("speedup")
+                else "the PyTorch model's time unknown"
+            )
             + (f", {r['size_mb']:.1f} MB" if r.get("size_mb") else "")
             + f") at {r['difference']:+.4f} mIoU (95 % CI {r['diff_low']:+.4f} to {r['diff_high']:+.4f}): "
             f"ship {target}"
