@@ -10,7 +10,7 @@ import pytest
 from segbench.cli import main
 from segbench.config import compose, job_configs
 from segbench.data.splits import make_splits
-from segbench.deploy import VARIANTS, OrtModel, run_variant
+from segbench.deploy import VARIANTS, OrtModel, run_variant, summarise_variants
 from segbench.deploy_commands import VARIANTS as CLI_VARIANTS
 from segbench.evaluate import evaluate_model
 from segbench.export import onnx_export_and_check
@@ -141,6 +141,15 @@ def test_variants_beside_the_pytorch_model_with_paired_intervals(experiment, pro
     assert "cannot be told apart reliably" in r["verdict"] or "indistinguishable" in r["verdict"]
     assert r["speedup"] > 0 and r["size_mb"] > 0
     assert isinstance(s["recommendation"], str) and s["recommendation"].endswith(".")
+    # with the comparison's summary.json, the variants use its test units (here its block length)
+    assert s["units"]["method"] == "blocks" and s["units"]["block_length"] != 3
+    chosen = {"method": "blocks", "block_length": 3, "block_rule": "Politis & White 2004, automatic"}
+    (exp / "summary.json").write_text(json.dumps({"uncertainty": {"units": chosen}}))
+    try:
+        again = summarise_variants(exp, processed, ["onnx_fp32"])
+    finally:
+        (exp / "summary.json").unlink()
+    assert again["units"]["block_length"] == 3 and "Politis & White 2004" in again["units"]["description"]
     # no CUDA onnxruntime here: FP16 is recorded as skipped, with the reason, and has no numbers
     import onnxruntime as ort
 

@@ -32,6 +32,7 @@ model with its interval and a verdict, median and p95 ms per image, peak memory 
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -455,7 +456,18 @@ def summarise_variants(
     meta = read_dataset(dataset_json)
     test_ids = sorted(read_json(exp.splits)["test"])
     groups = [meta["manifest"][i].get("group") for i in test_ids]
+    # the test units of the model comparison (aggregate's choice, e.g. its automatic block length), so
+    # the variants' intervals count the same independent units as the candidates'
+    chosen = (
+        ((read_json(exp.summary_json).get("uncertainty") or {}).get("units") or {})
+        if exp.summary_json.is_file()
+        else {}
+    )
+    if block_length == "auto" and chosen.get("method") == "blocks" and chosen.get("block_length"):
+        block_length = int(chosen["block_length"])
     units = unc.resampling_units(test_ids, groups, block_length, min_clusters)
+    if chosen.get("block_rule") and units.block_length == chosen.get("block_length"):
+        units = dataclasses.replace(units, block_rule=chosen["block_rule"])
     weights = unc.resample_weights(units, n_bootstrap, np.random.default_rng(seed))
     ref_boot = unc.run_scores(ref_cms, weights)
     ref_size = None
