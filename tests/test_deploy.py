@@ -288,3 +288,19 @@ def test_a_recorded_reason_reaches_the_offline_page_without_web_addresses():
     text = _offline(reason)
     assert "http" not in text and text.startswith("SymbolicValueError: Unsupported") and "left out" in text
     assert len(_offline("x" * 1000)) == 400
+
+
+def test_evaluation_through_onnxruntime_of_a_model_that_does_not_export_says_the_fix(
+    experiment, processed, tmp_path, monkeypatch
+):
+    import segbench.export
+
+    exp, jobs, _ = experiment
+    monkeypatch.setattr(
+        segbench.export, "onnx_export_and_check", lambda *a, **k: {"passed": False, "error": "Unsupported op"}
+    )
+    mdir = exp / "models" / "tv_lraspp_mbv3" / "fold0" / "seed42"
+    cfg = dict(jobs["evaluate"], engine="onnxruntime")
+    with pytest.raises(RuntimeError, match=r"Unsupported op.*evaluate\.engine=pytorch"):
+        evaluate_model(mdir, processed, exp / "splits.json", cfg, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
