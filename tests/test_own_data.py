@@ -217,6 +217,83 @@ def test_a_user_config_folder_is_used_by_segbench_run(tmp_path, capsys, camvid_s
     assert "rule convert" in r.stdout + r.stderr and _tree_hash(REPO / "config") == before
 
 
+def _resize_candidate_configs(cfg: Path, camvid_subset: Path, model_train: str) -> None:
+    """A user config folder: the camvid subset, a planned experiment comparing the planned U-Net with
+    the same U-Net trained as today (whole image resized), a model config of the user's own."""
+    import yaml
+
+    for d in ("dataset", "experiment", "model"):
+        (cfg / d).mkdir(parents=True, exist_ok=True)
+    ds = _yaml(REPO / "config" / "dataset" / "camvid.yaml")
+    ds.update(name="mystreets", root=str(camvid_subset))
+    ds.pop("import_from")
+    (cfg / "dataset" / "mystreets.yaml").write_text(yaml.safe_dump(ds))
+    (cfg / "model" / "unet_resize.yaml").write_text(
+        "library: smp\narch: Unet\nencoder: resnet18\nencoder_weights: null\n" + model_train
+    )
+    (cfg / "experiment" / "vs.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /dataset: mystreets\n  - override /train: planned\n"
+        "name: vs\nmodels: [smp_unet_r18, unet_resize]\n"
+    )
+
+
+def _dry_run(cfg: Path, work: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
+    return subprocess.run(
+        [sys.executable, "-m", "segbench.cli", "run", "--config-dir", str(cfg), "experiment=vs", "--dry-run",
+         "--workdir", str(work)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_a_resize_candidate_beside_planned_ones_reads_the_original_images(tmp_path, camvid_subset):
+    """Planned patch training and today's whole-image resize compared in one report: the candidate whose
+    own train: keys set scale null trains on the converted images, the planned one on the rescaled copy."""
+    _resize_candidate_configs(
+        tmp_path / "cfg", camvid_subset, "train: {scale: null, crop: false, image_size: [64, 96]}\n"
+    )
+    r = _dry_run(tmp_path / "cfg", tmp_path / "work")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    out = r.stdout + r.stderr
+    jobs = [b.split("rule ")[0] for b in out.split("rule train:")[1:]]
+    by_model = {m: [j for j in jobs if f"models/{m}/fold" in j] for m in ("smp_unet_r18", "unet_resize")}
+    assert by_model["smp_unet_r18"] and by_model["unet_resize"], out[-3000:]
+    for j in by_model["smp_unet_r18"]:
+        assert "preprocessed/dataset.json" in j.split("output:")[0]
+    for j in by_model["unet_resize"]:
+        inputs = j.split("output:")[0]
+        assert "preprocessed" not in inputs and "data/processed/mystreets/dataset.json" in inputs
+
+    # a scale of its own (not null, not the experiment's) is refused before anything runs
+    _resize_candidate_configs(tmp_path / "cfg2", camvid_subset, "train: {scale: 0.5}\n")
+    r = _dry_run(tmp_path / "cfg2", tmp_path / "work2")
+    assert r.returncode != 0 and "model unet_resize: train.scale 0.5 differs" in r.stdout + r.stderr
+
+
+def test_the_plan_probes_a_model_at_its_own_size(monkeypatch):
+    """A candidate whose own train: keys set image_size is probed there (its batch size and the epochs
+    the budget buys are measured at the size it trains at); the others at the plan's patch."""
+    import segbench.plan as plan_mod
+
+    seen = {}
+
+    def fake_probe(model_cfg, n_classes, patch, *a, **k):
+        seen[model_cfg["name"]] = list(patch)
+        t = 0.001 * patch[0] * patch[1] / 1000  # a step's time grows with the pixels
+        return {"batch_size": 4, "step_time_s": t, "images_per_s": 4 / t, "tried": {}, "why": "probe"}
+
+    monkeypatch.setattr(plan_mod, "probe", fake_probe)
+    fp = _fp(p5_area=100 * 100)
+    plan = plan_mod.make_plan(
+        fp, {"budget_hours": 0.01, "max_epochs": 1000}, {"a": {"name": "a"}, "b": {"name": "b"}}, 40, "cpu",
+        "32-true", train_size={"a": None, "b": [64, 96]},
+    )  # fmt: skip
+    assert seen == {"a": plan["patch"], "b": [64, 96]}
+    sizes = {m: plan["models"][m]["probe_size"] for m in ("a", "b")}
+    assert sizes == {"a": plan["patch"], "b": [64, 96]}
+    assert plan["models"]["b"]["epochs"] > plan["models"]["a"]["epochs"]  # same budget, cheaper steps
+
+
 # ---------------------------------------------------------------- fingerprint, plan, rescaled copy
 
 

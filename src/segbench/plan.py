@@ -260,7 +260,7 @@ def make_plan(
     device: str,
     precision: str,
     channels_last: dict[str, bool] | None = None,
-    train_size: list[int] | None = None,
+    train_size: list[int] | dict[str, list[int] | None] | None = None,
 ) -> dict[str, Any]:
     """The plan (see the module docstring) for the models of an experiment.
 
@@ -274,7 +274,9 @@ def make_plan(
         device, precision: where and how training runs (resolved, e.g. ``cpu``, ``bf16-mixed``).
         channels_last: per model, whether it trains in channels-last.
         train_size: the recipe's own ``image_size`` when it sets one (not ``plan``): the probe, and so
-            the batch size and the epochs the budget buys, are measured at it.
+            the batch size and the epochs the budget buys, are measured at it. A dict gives it per model
+            (a model whose own ``train:`` keys set a size, e.g. a whole-image resize candidate beside
+            planned ones; ``None``: the plan's patch).
 
     Returns:
         ``plan.json``: ``scale``, ``patch``, ``crop``, ``foreground_share``, ``inference``,
@@ -289,7 +291,8 @@ def make_plan(
     n_classes = len(fp["classes"])
     per_model = {}
     for name, mcfg in models.items():
-        size = list(train_size) if train_size else patch
+        own = train_size.get(name) if isinstance(train_size, dict) else train_size
+        size = [int(v) for v in own] if own else list(patch)
         p = probe(mcfg, n_classes, size, device, precision, bool((channels_last or {}).get(name)),
                   max_batch=int(plan_cfg.get("max_batch", 16)))  # fmt: skip
         steps_per_epoch = max(1, math.ceil(train_images / p["batch_size"]))
@@ -301,6 +304,7 @@ def make_plan(
             f"of {p['batch_size']} images, {steps_per_epoch} steps per epoch: {epochs} epochs (between "
             f"{lo} and {hi})"
         )
+        p["probe_size"] = size
         per_model[name] = p
     inference = {
         "mode": "slide" if crop else "whole",

@@ -91,6 +91,7 @@ def _cmd_plan(args) -> int:
     from .plan import decisions, make_plan
     from .records import fold_ids, read_json, read_splits
     from .training.memory_format import channels_last_for
+    from .training.recipe import effective_train_config
 
     if args.threads:
         torch.set_num_threads(int(args.threads))
@@ -106,7 +107,12 @@ def _cmd_plan(args) -> int:
     if precision == "auto":
         precision = auto_precision(device.split(":")[0])
     cl = {n: channels_last_for(train.get("channels_last", "auto"), m)[0] for n, m in models.items()}
-    own_size = train.get("image_size") if train.get("image_size") != "plan" else None
+    # the size each model trains at when its recipe (the experiment's, or the model's own train: keys)
+    # sets one: its probe runs there, so its batch size and epochs buy the same compute at that size
+    own_size = {}
+    for n, m in models.items():
+        size = effective_train_config(train, m).get("image_size")
+        own_size[n] = None if size in (None, "plan") else size
     plan = make_plan(
         fp, load_json(args.plan_config), models, len(ids["train"]), device, precision, cl, own_size
     )

@@ -114,6 +114,24 @@ SCALE_SOURCE = (
     else LAYOUT.step_config("train").as_posix()
 )
 TRAIN_DATASET = LAYOUT.preprocessed_json.as_posix() if SCALED else DATASET_JSON
+
+
+def train_dataset(model):
+    """The dataset one model's training jobs read: the rescaled copy when its recipe (the experiment's
+    ``train`` with the model's own ``train:`` keys on top) has a scale, else the converted dataset, so a
+    candidate set to today's whole-image resize (``train: {scale: null, crop: false, image_size: [h, w]}``)
+    can be compared with the planned ones in one report."""
+    own = (CFG["model"].get(model) or {}).get("train") or {}
+    scale = own["scale"] if "scale" in own else JOBS["train"].get("scale")
+    if scale is not None and scale != JOBS["train"].get("scale"):
+        raise ValueError(
+            f"model {model}: train.scale {scale} differs from the experiment's train.scale "
+            f"({JOBS['train'].get('scale')}); one experiment rescales its images once: set the model's "
+            "train.scale to null (whole-image resize) or leave it to the experiment"
+        )
+    return LAYOUT.preprocessed_json.as_posix() if scale is not None else DATASET_JSON
+
+
 # the tuning rules' input functions (rounds found through the tune_ask checkpoint)
 TUNE_INPUTS = TuneInputs(checkpoints, LAYOUT)
 

@@ -244,6 +244,8 @@ def _plan(plan_json) -> dict[str, Any] | None:
     rows = [
         {
             "model": name,
+            # a model whose own train: keys set a size (e.g. a whole-image resize candidate) is probed there
+            "probed at (px)": "x".join(str(v) for v in (m.get("probe_size") or plan["patch"])),
             "batch size": m["batch_size"],
             "epochs": m["epochs"],
             "images / s (probe)": round(float(m["images_per_s"]), 1),
