@@ -107,6 +107,20 @@ def test_group_aware_splits(processed, strategy, n_folds):
         assert sorted(vals) == sorted(set(meta["manifest"]) - set(s["test"]))
 
 
+def test_a_user_split_file_makes_as_many_folds_as_it_lists(processed, tmp_path):
+    """split.strategy=file: the workflow trains every fold of the user's file (not only the first)."""
+    from segbench.data.splits import n_folds_of
+
+    s = make_splits(processed, {"strategy": "kfold", "seed": 1, "test_fraction": 0.25, "n_folds": 3})
+    path = tmp_path / "my_splits.json"
+    path.write_text(json.dumps({"test": s["test"], "folds": s["folds"]}))
+    cfg = {"strategy": "file", "file": str(path), "group_aware": True}
+    assert n_folds_of(cfg) == 3 and len(make_splits(processed, cfg)["folds"]) == 3
+    assert n_folds_of({"strategy": "kfold", "n_folds": 4}) == 4 and n_folds_of({"strategy": "holdout"}) == 1
+    with pytest.raises(DatasetError, match="missing.json: not found"):
+        n_folds_of(dict(cfg, file=str(tmp_path / "missing.json")))
+
+
 def test_split_too_few_groups(processed):
     with pytest.raises(DatasetError, match="cannot make 9 folds"):
         make_splits(

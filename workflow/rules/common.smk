@@ -16,6 +16,7 @@ from pathlib import Path
 
 from segbench import config as sb_config
 from segbench.data.convert import ensure_raw, list_sources
+from segbench.data.splits import n_folds_of
 from segbench.io import write_if_changed
 from segbench.layout import (
     EVAL_FILES,
@@ -60,7 +61,10 @@ MODEL_DIR = LAYOUT.model_dir("{model}", "{fold}", "{seed}").as_posix()
 EVAL_DIR = LAYOUT.eval_dir("{model}", "{fold}", "{seed}").as_posix()
 ENSEMBLE_EVAL_DIR = LAYOUT.eval_dir(ensemble_name("{k}"), "{fold}", "{seed}").as_posix()
 MODELS = list(CFG["models"])
-N_FOLDS = int(CFG["split"].get("n_folds", 1)) if CFG["split"]["strategy"] == "kfold" else 1
+# k-fold's n_folds, or the folds of a user's split file (split.strategy=file)
+N_FOLDS = n_folds_of(CFG["split"])
+# a user's split file is the split step's input: editing it remakes the splits
+SPLIT_FILE = [CFG["split"]["file"]] if CFG["split"]["strategy"] == "file" and CFG["split"].get("file") else []
 FOLDS = list(range(N_FOLDS))
 # training seeds (train.seeds / train.repeats; the split keeps `seed`): one training job per model x
 # fold x seed, so adding a seed adds only that seed's jobs

@@ -40,6 +40,7 @@ rule split:
         dataset=DATASET_JSON,
         validation=VALIDATION_JSON,
         cfg=LAYOUT.step_config("split").as_posix(),
+        user_file=SPLIT_FILE,
     output:
         SPLITS,
     log:

@@ -23,7 +23,7 @@ import numpy as np
 from ..records import read_dataset, write_splits
 from .convert import DatasetError
 
-__all__ = ["make_splits", "check_splits"]
+__all__ = ["make_splits", "check_splits", "n_folds_of"]
 
 
 def _assign(
@@ -63,6 +63,20 @@ def _read_user_splits(path: str | Path) -> dict[str, Any]:
             ]
         )
     return user
+
+
+def n_folds_of(cfg: dict[str, Any]) -> int:
+    """How many folds (training jobs per model and seed) a ``split`` config makes: ``n_folds`` for
+    k-fold, the number of folds in the file for ``strategy=file``, else 1.
+
+    Raises:
+        DatasetError: ``strategy=file`` and the file is missing, not JSON or has no ``folds``.
+    """
+    if cfg.get("strategy") == "kfold":
+        return int(cfg.get("n_folds", 5))
+    if cfg.get("strategy") == "file" and cfg.get("file"):
+        return max(1, len(_read_user_splits(cfg["file"])["folds"]))
+    return 1
 
 
 def _predefined(dataset_json: Path, manifest: dict[str, Any]) -> dict[str, Any]:
