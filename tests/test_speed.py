@@ -55,6 +55,8 @@ def test_channels_last_auto_only_for_the_models_measured_faster_in_it(monkeypatc
     assert on is False and "my_net keeps NCHW (not measured" in why
     monkeypatch.setitem(memory_format.CHANNELS_LAST_FASTER, "my_net", "measured")
     assert channels_last_for("auto", {"name": "my_net"})[0] is True
+    on, why = channels_last_for("auto", {"name": "tv_lraspp_mbv3"})  # faster, but broke bf16 training
+    assert on is False and "non-finite weight gradients" in why
     assert channels_last_for(True, {"name": "other"})[0] is True  # forced
     assert channels_last_for(False, {"name": "smp_unet_r18"})[0] is False
     with pytest.raises(ValueError, match="allowed: auto, true, false"):

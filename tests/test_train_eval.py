@@ -261,6 +261,21 @@ def test_ensemble_of_a_model_with_itself_evaluates_like_the_model(trained, proce
     assert ens["val"]["mIoU"] == pytest.approx(single["val"]["mIoU"], abs=1e-6)
 
 
+def test_a_diverged_training_stops_with_the_fix_and_leaves_no_model(tmp_path, processed):
+    """A NaN/inf training loss (here: lr 1e9) ends the job with a message naming the fixes, instead of
+    scoring weights that are no longer numbers as a model that learned nothing."""
+    jobs = job_configs(
+        compose(["train.image_size=[64,96]", "train.epochs=2", "train.batch_size=4", "train.lr=1e9"])
+    )
+    make_splits(processed, jobs["split"], tmp_path / "splits.json")
+    with pytest.raises(FloatingPointError, match="the model diverged.*train.precision=32-true"):
+        train_model(
+            processed, tmp_path / "splits.json", 0, jobs["models"]["tv_lraspp_mbv3"], jobs["train"],
+            jobs["augment"], tmp_path / "m", threads=2,
+        )  # fmt: skip
+    assert not (tmp_path / "m" / "model.safetensors").exists()
+
+
 def test_killed_training_resumes_and_ends_as_an_uninterrupted_run(tmp_path, processed):
     """SIGKILL mid-training, start the same job again: it resumes from lightning/last.ckpt and the final
     weights and history equal an uninterrupted run's, byte for byte."""

@@ -214,7 +214,6 @@ def _cmd_split(args):
 
 def _cmd_train(args):
     from .config import load_json
-    from .training import train_model
 
     logger = load_json(args.logger) if args.logger else None
     recipe = load_json(args.train)
@@ -224,7 +223,21 @@ def _cmd_train(args):
         from .plan import resolve_recipe
 
         recipe = resolve_recipe(recipe, load_json(args.plan))
-    info = train_model(
+    try:
+        info = _train(args, recipe, logger)
+    except FloatingPointError as err:  # the model diverged (segbench.training.module): say so, no traceback
+        name = load_json(args.model).get("name", args.model)
+        print(f"segbench train: error: {name}: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def _train(args, recipe, logger):
+    from .config import load_json
+    from .training import train_model
+
+    return train_model(
         args.dataset,
         args.splits,
         args.fold,
@@ -235,8 +248,6 @@ def _cmd_train(args):
         threads=args.threads,
         logger_cfg=logger,
     )
-    print(json.dumps(info, indent=2))
-    return 0
 
 
 def _cmd_evaluate(args):

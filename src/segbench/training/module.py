@@ -165,7 +165,19 @@ class SegmentationModule(L.LightningModule):
 
     def on_train_epoch_end(self):
         # the epoch's mean loss for the tracking logger (per-step values are logged every 50 steps)
-        self.log("train_loss_epoch", self.epoch_train_loss())
+        loss = self.epoch_train_loss()
+        if self.train_loss.update_count and not math.isfinite(loss):
+            # a NaN/inf step poisons the weights (AdamW turns an inf gradient into NaN parameters); going
+            # on would score a broken model as if it had learned nothing (bf16 has no loss scaler that
+            # skips such steps, as fp16's GradScaler does)
+            raise FloatingPointError(
+                f"the training loss became {loss} in epoch {self.current_epoch}: the model diverged and "
+                f"its weights are no longer numbers (precision {self.trainer.precision}, channels-last "
+                f"{self.channels_last}, lr {self.recipe.lr}). Try train.precision=32-true, "
+                "train.channels_last=false, a lower train.lr, or train.grad_clip=1.0 (for this model "
+                "only: model_overrides.<model>.train)"
+            )
+        self.log("train_loss_epoch", loss)
 
     def epoch_train_loss(self) -> float:
         """Mean training loss of this epoch over all processes (a collective call under DDP)."""
