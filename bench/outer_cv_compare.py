@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-bootstrap", type=int, default=10000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.a == args.b:
+        ap.error("--a and --b name the same candidate")
     manifest = json.loads(Path(args.dataset).read_text())["manifest"]
     pooled_ids: list[str] = []
     pooled: dict[str, list[list[np.ndarray]]] = {args.a: [], args.b: []}
@@ -110,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         pooled_ids += ids
         for m in stacks:
             pooled[m].append(stacks[m])
-    n_runs = min(len(r) for runs in pooled.values() for r in runs)
+    counts = {len(r) for runs in pooled.values() for r in runs}
+    n_runs = min(counts)
+    if len(counts) > 1:
+        print(f"warning: the experiments have {sorted(counts)} fold x seed runs; pooling the first {n_runs}")
     merged = {m: [np.concatenate([r[k] for r in runs]) for k in range(n_runs)] for m, runs in pooled.items()}
     groups = [manifest[i].get("group") for i in pooled_ids]
     _print(f"pooled ({len(args.experiments)} experiments, {n_runs} runs each)", compare(

@@ -268,6 +268,10 @@ def test_a_resize_candidate_beside_planned_ones_reads_the_original_images(tmp_pa
     _resize_candidate_configs(tmp_path / "cfg2", camvid_subset, "train: {scale: 0.5}\n")
     r = _dry_run(tmp_path / "cfg2", tmp_path / "work2")
     assert r.returncode != 0 and "model unet_resize: train.scale 0.5 differs" in r.stdout + r.stderr
+    # a resize without crop: false would crop the unscaled images with the plan's patch
+    _resize_candidate_configs(tmp_path / "cfg3", camvid_subset, "train: {scale: null}\n")
+    r = _dry_run(tmp_path / "cfg3", tmp_path / "work3")
+    assert r.returncode != 0 and "needs train.crop: false" in r.stdout + r.stderr
 
 
 def test_the_plan_probes_a_model_at_its_own_size(monkeypatch):

@@ -274,6 +274,7 @@ def test_a_diverged_training_stops_with_the_fix_and_leaves_no_model(tmp_path, pr
             jobs["augment"], tmp_path / "m", threads=2,
         )  # fmt: skip
     assert not (tmp_path / "m" / "model.safetensors").exists()
+    assert not (tmp_path / "m" / "lightning" / "last.ckpt").exists()  # a retry does not resume NaN weights
 
 
 def test_killed_training_resumes_and_ends_as_an_uninterrupted_run(tmp_path, processed):

@@ -425,5 +425,9 @@ def test_tuning_settings_that_cannot_work_are_refused_before_anything_runs():
         job_configs(compose(["tune.trials=2", "tune.metric=mDice_fg"]))  # CamVid has no background
     with pytest.raises(ConfigError, match="tune.metric .mIoU. and the first of tune.objectives"):
         job_configs(compose(["tune.trials=2", "tune.metric=mIoU", "tune.objectives=[mDice_fg,latency]"]))
+    with pytest.raises(ConfigError, match="with a planned recipe"):
+        job_configs(compose(["tune.trials=2", "train=planned"]))
+    with pytest.raises(ConfigError, match="with train.scale=0.5 is not supported yet"):
+        job_configs(compose(["tune.trials=2", "+train.scale=0.5"]))
     tune = job_configs(compose(["tune.trials=2", "tune.objectives=[mIoU,latency]"]))["tune"]
     assert tune["metric"] == "mIoU" and tune["seed"] == 42 and tune["sampler"]["seed"] == 42

@@ -265,6 +265,13 @@ def tune_config(cfg: dict[str, Any]) -> dict[str, Any]:
             "tune.trials with a planned recipe (train keys set to plan) is not supported yet: tune with a "
             "recipe of values (e.g. train=quick), or plan without tuning (tune.trials=0)"
         )
+    tuning = int(tune.get("trials") or 0) > 0 or tune.get("budget_hours")
+    if tuning and cfg["train"].get("scale") is not None:
+        raise ConfigError(
+            f"tune.trials with train.scale={cfg['train']['scale']} is not supported yet (the trials "
+            "would train and score on images of another scale than the candidates): set "
+            "train.scale=null, or tune.trials=0"
+        )
     tune["metric"] = (objectives[:1] or [tune.get("metric") or cfg["select"].get("criterion", "mIoU")])[0]
     if tune["metric"] == "mDice_fg" and cfg["dataset"].get("background") is None:
         raise ConfigError(

@@ -106,7 +106,10 @@ def _cmd_plan(args) -> int:
     precision = train.get("precision", "auto")
     if precision == "auto":
         precision = auto_precision(device.split(":")[0])
-    cl = {n: channels_last_for(train.get("channels_last", "auto"), m)[0] for n, m in models.items()}
+    cl = {
+        n: channels_last_for(effective_train_config(train, m).get("channels_last", "auto"), m)[0]
+        for n, m in models.items()
+    }
     # the size each model trains at when its recipe (the experiment's, or the model's own train: keys)
     # sets one: its probe runs there, so its batch size and epochs buy the same compute at that size
     own_size = {}

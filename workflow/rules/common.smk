@@ -127,6 +127,12 @@ def train_dataset(model):
     can be compared with the planned ones in one report."""
     own = (CFG["model"].get(model) or {}).get("train") or {}
     scale = own["scale"] if "scale" in own else JOBS["train"].get("scale")
+    crop = own["crop"] if "crop" in own else JOBS["train"].get("crop")
+    if scale is None and crop not in (False, None):
+        raise ValueError(
+            f"model {model}: train.scale null (the whole image resized) needs train.crop: false in its own "
+            f"train: block (the experiment's crop is {crop})"
+        )
     if scale is not None and scale != JOBS["train"].get("scale"):
         raise ValueError(
             f"model {model}: train.scale {scale} differs from the experiment's train.scale "

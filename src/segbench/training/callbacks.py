@@ -210,6 +210,11 @@ class ResumeCheckpoint(L.Callback):
         due = trainer.strategy.broadcast(due, src=0)
         if not due or _is_last_epoch(trainer):
             return
+        # a diverged epoch (the module then ends the job) must not become the point a retry resumes from;
+        # the same value in every process (the loss is averaged over all of them)
+        loss = pl_module.epoch_train_loss() if hasattr(pl_module, "epoch_train_loss") else 0.0
+        if not math.isfinite(loss):
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # every process calls it (a collective under DDP); the first one writes
         trainer.save_checkpoint(str(self.path), weights_only=not _SAVE_FULL_STATE)

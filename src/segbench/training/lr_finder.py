@@ -147,6 +147,7 @@ def find_lr_once(
         copy.deepcopy(model),
         dataclasses.replace(recipe, lr=opts.min_lr, scheduler="none", warmup_epochs=0, max_steps=None),
     )
+    probe.check_finite = False  # the search raises the LR until the loss explodes, on purpose
     kwargs = dict(
         placement.trainer_kwargs(), gradient_clip_val=recipe.grad_clip, default_root_dir=str(out_dir)
     )

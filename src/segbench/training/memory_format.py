@@ -5,8 +5,9 @@ and cuDNN's (GPU) convolutions are faster on it for most convolutional networks,
 are slower on it or break (a ``view`` of a permuted tensor). So ``auto`` turns it on only for the
 models measured faster in it, :data:`CHANNELS_LAST_FASTER` (``bench/bench_memory_format.py``: one
 training step, batch 8 at 160x224, 2 cores of an Intel Xeon with AMX), and keeps NCHW for every other
-model, which the report and ``train_meta.json`` say. ``true`` forces it on for every model, ``false``
-off; a model's own ``train: {channels_last: true}`` turns it on for that model only.
+model and for those where channels-last broke training (:data:`CHANNELS_LAST_BROKEN`, on every device:
+not measured on GPUs), which the report and ``train_meta.json`` say. ``true`` forces it on for every
+model, ``false`` off; a model's own ``train: {channels_last: true}`` turns it on for that model only.
 """
 
 from __future__ import annotations

@@ -138,6 +138,9 @@ class SegmentationModule(L.LightningModule):
         self.train_loss = MeanMetric(nan_strategy="disable").set_dtype(torch.float64)
         self.val_confusion_matrix = np.zeros((num_classes, num_classes), np.int64)
         self.val_loss_mean = float("nan")
+        # a non-finite epoch loss ends the job (on_train_epoch_end); off for the LR range test, which
+        # drives the LR up until the loss explodes on purpose
+        self.check_finite = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -166,7 +169,7 @@ class SegmentationModule(L.LightningModule):
     def on_train_epoch_end(self):
         # the epoch's mean loss for the tracking logger (per-step values are logged every 50 steps)
         loss = self.epoch_train_loss()
-        if self.train_loss.update_count and not math.isfinite(loss):
+        if self.check_finite and self.train_loss.update_count and not math.isfinite(loss):
             # a NaN/inf step poisons the weights (AdamW turns an inf gradient into NaN parameters); going
             # on would score a broken model as if it had learned nothing (bf16 has no loss scaler that
             # skips such steps, as fp16's GradScaler does)
