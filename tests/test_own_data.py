@@ -296,6 +296,13 @@ def test_the_plan_probes_a_model_at_its_own_size(monkeypatch):
     sizes = {m: plan["models"][m]["probe_size"] for m in ("a", "b")}
     assert sizes == {"a": plan["patch"], "b": [64, 96]}
     assert plan["models"]["b"]["epochs"] > plan["models"]["a"]["epochs"]  # same budget, cheaper steps
+    # a validation split scored every epoch is part of the budget: fewer epochs, not a longer job
+    with_val = plan_mod.make_plan(
+        fp, {"budget_hours": 0.01, "max_epochs": 1000}, {"b": {"name": "b"}}, 40, "cpu", "32-true",
+        train_size=[64, 96], val_images=120,
+    )  # fmt: skip
+    assert with_val["models"]["b"]["epochs"] < plan["models"]["b"]["epochs"]
+    assert "the validation of 120 images" in with_val["models"]["b"]["epochs_why"]
 
 
 # ---------------------------------------------------------------- fingerprint, plan, rescaled copy

@@ -261,6 +261,7 @@ def make_plan(
     precision: str,
     channels_last: dict[str, bool] | None = None,
     train_size: list[int] | dict[str, list[int] | None] | None = None,
+    val_images: int = 0,
 ) -> dict[str, Any]:
     """The plan (see the module docstring) for the models of an experiment.
 
@@ -277,6 +278,9 @@ def make_plan(
             the batch size and the epochs the budget buys, are measured at it. A dict gives it per model
             (a model whose own ``train:`` keys set a size, e.g. a whole-image resize candidate beside
             planned ones; ``None``: the plan's patch).
+        val_images: images of a fold's validation split, scored after every epoch: their forward passes
+            (counted as a third of a training step per batch: no backward, no optimiser) are part of an
+            epoch's cost, so a large validation split buys fewer epochs, not a longer job.
 
     Returns:
         ``plan.json``: ``scale``, ``patch``, ``crop``, ``foreground_share``, ``inference``,
@@ -296,13 +300,21 @@ def make_plan(
         p = probe(mcfg, n_classes, size, device, precision, bool((channels_last or {}).get(name)),
                   max_batch=int(plan_cfg.get("max_batch", 16)))  # fmt: skip
         steps_per_epoch = max(1, math.ceil(train_images / p["batch_size"]))
-        # 85 %: validation, the loader and checkpoints take the rest of the budget
-        epochs = int(np.clip(math.floor(0.85 * budget_s / (p["step_time_s"] * steps_per_epoch)), lo, hi))
+        # validation: forward passes only, about a third of a training step per batch
+        val_steps = math.ceil(val_images / p["batch_size"]) / 3.0
+        # 90 %: the loader's first epoch, checkpoints and the model's start take the rest of the budget
+        epoch_s = p["step_time_s"] * (steps_per_epoch + val_steps)
+        epochs = int(np.clip(math.floor(0.9 * budget_s / epoch_s), lo, hi))
         p["epochs"] = epochs
         p["epochs_why"] = (
             f"{_duration(budget_s)} of training (plan.budget_hours) at {p['step_time_s']:.2f} s per step "
-            f"of {p['batch_size']} images, {steps_per_epoch} steps per epoch: {epochs} epochs (between "
-            f"{lo} and {hi})"
+            f"of {p['batch_size']} images, {steps_per_epoch} steps per epoch"
+            + (
+                f" and the validation of {val_images} images (about {epoch_s:.0f} s per epoch)"
+                if val_images
+                else ""
+            )
+            + f": {epochs} epochs (between {lo} and {hi})"
         )
         p["probe_size"] = size
         per_model[name] = p
@@ -334,6 +346,7 @@ def make_plan(
         "loss_why": loss_why,
         "budget_hours": budget_s / 3600,
         "train_images": train_images,
+        "val_images": val_images,
         "models": per_model,
     }
 

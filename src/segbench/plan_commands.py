@@ -117,7 +117,15 @@ def _cmd_plan(args) -> int:
         size = effective_train_config(train, m).get("image_size")
         own_size[n] = None if size in (None, "plan") else size
     plan = make_plan(
-        fp, load_json(args.plan_config), models, len(ids["train"]), device, precision, cl, own_size
+        fp,
+        load_json(args.plan_config),
+        models,
+        len(ids["train"]),
+        device,
+        precision,
+        cl,
+        own_size,
+        val_images=len(ids.get("val") or []),
     )
     exp = ExperimentLayout(Path(args.out).parent)
     for name in models:
