@@ -274,7 +274,27 @@ def test_a_resize_candidate_beside_planned_ones_reads_the_original_images(tmp_pa
     assert r.returncode != 0 and "needs train.crop: false" in r.stdout + r.stderr
 
 
-def test_the_plan_probes_a_model_at_its_own_size(monkeypatch):
+def test_each_model_is_probed_in_its_own_process_so_its_memory_is_measured():
+    """The CPU probe's memory is the growth of the peak RSS: in one process a second model would measure
+    nothing (the first one's high-water mark) and pass any batch size as fitting."""
+    import re
+
+    from segbench.plan import make_plan
+
+    fp = _fp(p5_area=1e6, h=128, w=128)
+    cfg = {"library": "smp", "arch": "Unet", "encoder": "resnet18", "encoder_weights": None}
+    plan = make_plan(
+        fp, {"budget_hours": 0.001, "max_batch": 4}, {"first": dict(cfg, name="first"),
+                                                      "second": dict(cfg, name="second")},
+        8, "cpu", "32-true",
+    )  # fmt: skip
+    mb = {
+        m: float(re.search(r"about (\d+) MB per image", p["why"]).group(1)) for m, p in plan["models"].items()
+    }
+    assert mb["first"] > 5 and mb["second"] > 0.5 * mb["first"], mb
+
+
+def test_the_plan_probes_a_model_at_its_own_size():
     """A candidate whose own train: keys set image_size is probed there (its batch size and the epochs
     the budget buys are measured at the size it trains at); the others at the plan's patch."""
     import segbench.plan as plan_mod
@@ -286,11 +306,10 @@ def test_the_plan_probes_a_model_at_its_own_size(monkeypatch):
         t = 0.001 * patch[0] * patch[1] / 1000  # a step's time grows with the pixels
         return {"batch_size": 4, "step_time_s": t, "images_per_s": 4 / t, "tried": {}, "why": "probe"}
 
-    monkeypatch.setattr(plan_mod, "probe", fake_probe)
     fp = _fp(p5_area=100 * 100)
     plan = plan_mod.make_plan(
         fp, {"budget_hours": 0.01, "max_epochs": 1000}, {"a": {"name": "a"}, "b": {"name": "b"}}, 40, "cpu",
-        "32-true", train_size={"a": None, "b": [64, 96]},
+        "32-true", train_size={"a": None, "b": [64, 96]}, probe_fn=fake_probe,
     )  # fmt: skip
     assert seen == {"a": plan["patch"], "b": [64, 96]}
     sizes = {m: plan["models"][m]["probe_size"] for m in ("a", "b")}
@@ -299,7 +318,7 @@ def test_the_plan_probes_a_model_at_its_own_size(monkeypatch):
     # a validation split scored every epoch is part of the budget: fewer epochs, not a longer job
     with_val = plan_mod.make_plan(
         fp, {"budget_hours": 0.01, "max_epochs": 1000}, {"b": {"name": "b"}}, 40, "cpu", "32-true",
-        train_size=[64, 96], val_images=120,
+        train_size=[64, 96], val_images=120, probe_fn=fake_probe,
     )  # fmt: skip
     assert with_val["models"]["b"]["epochs"] < plan["models"]["b"]["epochs"]
     assert "the validation of 120 images" in with_val["models"]["b"]["epochs_why"]

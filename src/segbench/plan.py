@@ -252,6 +252,26 @@ def probe(
     }
 
 
+def _probe_child(threads: int, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(threads)
+    return probe(*args, **kwargs)
+
+
+def probe_in_child(*args, **kwargs) -> dict[str, Any]:
+    """:func:`probe` in a fresh process (spawned, the caller's thread count): on a CPU the memory per
+    image is the growth of the process's peak RSS (``ru_maxrss``, a high-water mark), which in a
+    process that already probed a larger model would not grow at all; each model gets its own."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_probe_child, torch.get_num_threads(), args, kwargs).result()
+
+
 def make_plan(
     fp: dict[str, Any],
     plan_cfg: dict[str, Any],
@@ -262,6 +282,7 @@ def make_plan(
     channels_last: dict[str, bool] | None = None,
     train_size: list[int] | dict[str, list[int] | None] | None = None,
     val_images: int = 0,
+    probe_fn=None,
 ) -> dict[str, Any]:
     """The plan (see the module docstring) for the models of an experiment.
 
@@ -281,6 +302,8 @@ def make_plan(
         val_images: images of a fold's validation split, scored after every epoch: their forward passes
             (counted as a third of a training step per batch: no backward, no optimiser) are part of an
             epoch's cost, so a large validation split buys fewer epochs, not a longer job.
+        probe_fn: how a model is measured (default: :func:`probe`, on a CPU in a fresh process per model,
+            :func:`probe_in_child`).
 
     Returns:
         ``plan.json``: ``scale``, ``patch``, ``crop``, ``foreground_share``, ``inference``,
@@ -297,8 +320,9 @@ def make_plan(
     for name, mcfg in models.items():
         own = train_size.get(name) if isinstance(train_size, dict) else train_size
         size = [int(v) for v in own] if own else list(patch)
-        p = probe(mcfg, n_classes, size, device, precision, bool((channels_last or {}).get(name)),
-                  max_batch=int(plan_cfg.get("max_batch", 16)))  # fmt: skip
+        measure = probe_fn or (probe if device.startswith("cuda") else probe_in_child)
+        p = measure(mcfg, n_classes, size, device, precision, bool((channels_last or {}).get(name)),
+                    max_batch=int(plan_cfg.get("max_batch", 16)))  # fmt: skip
         steps_per_epoch = max(1, math.ceil(train_images / p["batch_size"]))
         # validation: forward passes only, about a third of a training step per batch
         val_steps = math.ceil(val_images / p["batch_size"]) / 3.0
