@@ -101,7 +101,12 @@ def _cmd_plan(args) -> int:
     for p in args.model_configs:
         cfg = load_json(p)
         models[cfg.get("name") or Path(p).stem] = cfg
-    ids = fold_ids(read_splits(args.splits), 0, args.splits)
+    # the folds' mean training and validation sizes: every fold of a model trains the same epochs, and
+    # the budget holds for the average job (k-fold folds of whole groups can differ a lot)
+    splits = read_splits(args.splits)
+    folds = [fold_ids(splits, k, args.splits) for k in range(len(splits["folds"]))]
+    n_train = round(sum(len(f["train"]) for f in folds) / len(folds))
+    n_val = round(sum(len(f["val"]) for f in folds) / len(folds))
     device, _ = resolve_device(train.get("device", "auto"))
     precision = train.get("precision", "auto")
     if precision == "auto":
@@ -120,12 +125,12 @@ def _cmd_plan(args) -> int:
         fp,
         load_json(args.plan_config),
         models,
-        len(ids["train"]),
+        n_train,
         device,
         precision,
         cl,
         own_size,
-        val_images=len(ids.get("val") or []),
+        val_images=n_val,
     )
     exp = ExperimentLayout(Path(args.out).parent)
     for name in models:
