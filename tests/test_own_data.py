@@ -299,10 +299,11 @@ def test_the_plan_probes_a_model_at_its_own_size():
     the budget buys are measured at the size it trains at); the others at the plan's patch."""
     import segbench.plan as plan_mod
 
-    seen = {}
+    seen, batches = {}, []
 
     def fake_probe(model_cfg, n_classes, patch, *a, **k):
         seen[model_cfg["name"]] = list(patch)
+        batches.append(k["max_batch"])
         t = 0.001 * patch[0] * patch[1] / 1000  # a step's time grows with the pixels
         return {"batch_size": 4, "step_time_s": t, "images_per_s": 4 / t, "tried": {}, "why": "probe"}
 
@@ -322,6 +323,9 @@ def test_the_plan_probes_a_model_at_its_own_size():
     )  # fmt: skip
     assert with_val["models"]["b"]["epochs"] < plan["models"]["b"]["epochs"]
     assert "the validation of 120 images" in with_val["models"]["b"]["epochs_why"]
+    # a batch never holds more images than a training fold has
+    plan_mod.make_plan(fp, {"max_batch": 16}, {"b": {"name": "b"}}, 3, "cpu", "32-true", probe_fn=fake_probe)
+    assert batches[0] == 16 and batches[-1] == 3
 
 
 # ---------------------------------------------------------------- fingerprint, plan, rescaled copy

@@ -322,12 +322,15 @@ def make_plan(
     lo, hi = int(plan_cfg.get("min_epochs", 2)), int(plan_cfg.get("max_epochs", 100))
     n_classes = len(fp["classes"])
     per_model = {}
+    # a batch never holds more images than a training fold has (a larger one would be measured, and its
+    # epochs budgeted, at a step that never happens)
+    max_batch = max(2, min(int(plan_cfg.get("max_batch", 16)), int(train_images)))
     for name, mcfg in models.items():
         own = train_size.get(name) if isinstance(train_size, dict) else train_size
         size = [int(v) for v in own] if own else list(patch)
         measure = probe_fn or (probe if device.startswith("cuda") else probe_in_child)
         p = measure(mcfg, n_classes, size, device, precision, bool((channels_last or {}).get(name)),
-                    max_batch=int(plan_cfg.get("max_batch", 16)))  # fmt: skip
+                    max_batch=max_batch)  # fmt: skip
         steps_per_epoch = max(1, math.ceil(train_images / p["batch_size"]))
         val_steps = VAL_IMAGE_COST * val_images / p["batch_size"]
         # 90 %: the loader's first epoch, checkpoints and the model's start take the rest of the budget
