@@ -128,6 +128,12 @@ def test_cluster_bootstrap_widens_on_grouped_images():
     # fewer groups than min_clusters: blocks inside each group, in id order
     few = resampling_units(IDS[:40], ["a"] * 20 + ["b"] * 20, min_clusters=5)
     assert few.method == "blocks" and len(few.groups) == 2
+    # few groups of one or two images (grape photos, a duplicate pair merged): blocks inside them would
+    # never vary a single image; whole groups are drawn instead
+    tiny = resampling_units(IDS[:5], ["a", "a", "b", "c", "d"], min_clusters=5)
+    assert tiny.method == "clusters" and tiny.n_units == 4 and "too short" in tiny.describe()
+    w = resample_weights(tiny, 200, np.random.default_rng(0))
+    assert w[:, 2].std() > 0.5 and (w[:, 0] == w[:, 1]).all()
 
 
 def test_politis_white_block_length_grows_with_dependence():

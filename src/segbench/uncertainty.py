@@ -93,7 +93,7 @@ class ResamplingUnits:
         if self.method == "clusters":
             return (
                 f"{self.n_units} groups of test images resampled whole (cluster bootstrap; "
-                f"{self.n_images} images)"
+                f"{self.n_images} images" + (f"; {self.block_rule}" if self.block_rule else "") + ")"
             )
         return (
             f"{self.n_images} test images in {len(self.groups)} group(s) resampled in blocks of "
@@ -211,6 +211,13 @@ def resampling_units(
     else:
         length, rule = int(block_length), "select.block_length"
     length = max(1, length)
+    if min(len(g) for g in ordered) < 2 * length:
+        # a group shorter than two blocks is always drawn as itself (a single image: every resample
+        # holds it once), so blocks inside groups would give an interval of almost no width; whole
+        # groups instead, few as they are (and a verdict then refuses: fewer than MIN_UNITS units)
+        return ResamplingUnits(
+            "clusters", n, len(distinct), ordered, None, "groups too short for two blocks each"
+        )
     units = sum(math.ceil(len(g) / min(length, len(g))) for g in ordered)
     return ResamplingUnits("blocks", n, int(units), ordered, length, rule)
 
