@@ -131,7 +131,7 @@ def test_cluster_bootstrap_widens_on_grouped_images():
     # few groups of one or two images (grape photos, a duplicate pair merged): blocks inside them would
     # never vary a single image; whole groups are drawn instead
     tiny = resampling_units(IDS[:5], ["a", "a", "b", "c", "d"], min_clusters=5)
-    assert tiny.method == "clusters" and tiny.n_units == 4 and "too short" in tiny.describe()
+    assert tiny.method == "clusters" and tiny.n_units == 4 and "no longer than a block" in tiny.describe()
     w = resample_weights(tiny, 200, np.random.default_rng(0))
     assert w[:, 2].std() > 0.5 and (w[:, 0] == w[:, 1]).all()
 

@@ -190,6 +190,29 @@ def _step(
     return float(np.mean(times))
 
 
+def _peak_rss_mb(reset: bool = False) -> float:
+    """The process's peak resident memory (MB). ``reset=True`` first resets the peak to the current
+    resident memory (Linux: ``echo 5 > /proc/self/clear_refs``), so what a step adds is measured even
+    when importing or an earlier model had already raised the high-water mark; elsewhere the peak since
+    the process started (``ru_maxrss``)."""
+    import resource
+
+    if reset:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def probe(
     model_cfg: dict[str, Any],
     n_classes: int,
@@ -228,13 +251,9 @@ def probe(
                 break
         why = f"the largest power of two up to {max_batch} whose step fits in GPU memory"
     else:
-        import resource
-
-        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rss0 = _peak_rss_mb(reset=True)
         t2 = _step(model, batches[0], patch, n_classes, device, precision, channels_last)
-        per_image_mb = max(
-            1.0, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0) / batches[0]
-        )
+        per_image_mb = max(1.0, (_peak_rss_mb() - rss0) / batches[0])
         fits = max(batches[0], int(usable_memory_mb() * memory_fraction / per_image_mb))
         tried[batches[0]] = t2
         for b in [b for b in batches[1:] if b <= min(max_batch, fits)]:
@@ -420,6 +439,34 @@ def resolve_recipe(train_cfg: dict[str, Any], decided: dict[str, Any] | None) ->
     if out.get("crop") and "foreground_share" not in train_cfg:
         out["foreground_share"] = decided.get("foreground_share", 0.33)
     return out
+
+
+def trains_on_rescaled_copy(model: str, model_cfg: dict[str, Any], train_cfg: dict[str, Any]) -> bool:
+    """Whether a model's training jobs read the rescaled copy (``preprocessed/``): its recipe (the
+    experiment's ``train`` with the model's own ``train:`` keys on top) has a scale. A model set to
+    today's whole-image resize beside planned ones (``train: {scale: null, crop: false, image_size:
+    [h, w]}``) reads the converted images.
+
+    Raises:
+        ValueError: the model's own scale is a number other than the experiment's (one experiment
+            rescales its images once), or it is null while its crop is not false (the unscaled images
+            would be cropped to the plan's patch).
+    """
+    own = model_cfg.get("train") or {}
+    scale = own["scale"] if "scale" in own else train_cfg.get("scale")
+    crop = own["crop"] if "crop" in own else train_cfg.get("crop")
+    if scale is None and crop not in (False, None):
+        raise ValueError(
+            f"model {model}: train.scale null (the whole image resized) needs train.crop: false in its own "
+            f"train: block (the experiment's crop is {crop})"
+        )
+    if scale is not None and scale != train_cfg.get("scale"):
+        raise ValueError(
+            f"model {model}: train.scale {scale} differs from the experiment's train.scale "
+            f"({train_cfg.get('scale')}); one experiment rescales its images once: set the model's "
+            "train.scale to null (whole-image resize) or leave it to the experiment"
+        )
+    return scale is not None
 
 
 def _duration(seconds: float) -> str:

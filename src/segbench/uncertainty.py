@@ -211,12 +211,13 @@ def resampling_units(
     else:
         length, rule = int(block_length), "select.block_length"
     length = max(1, length)
-    if min(len(g) for g in ordered) < 2 * length:
-        # a group shorter than two blocks is always drawn as itself (a single image: every resample
-        # holds it once), so blocks inside groups would give an interval of almost no width; whole
-        # groups instead, few as they are (and a verdict then refuses: fewer than MIN_UNITS units)
+    if 2 * sum(len(g) for g in ordered if len(g) <= length) >= n:
+        # a group no longer than a block is always drawn as itself (a single image: every resample
+        # holds it once); when such groups hold half the test images or more, blocks inside groups give
+        # an interval of almost no width: whole groups instead, few as they are (and a verdict then
+        # refuses: fewer than MIN_UNITS units)
         return ResamplingUnits(
-            "clusters", n, len(distinct), ordered, None, "groups too short for two blocks each"
+            "clusters", n, len(distinct), ordered, None, "most images in groups no longer than a block"
         )
     units = sum(math.ceil(len(g) / min(length, len(g))) for g in ordered)
     return ResamplingUnits("blocks", n, int(units), ordered, length, rule)

@@ -28,7 +28,7 @@ from segbench.layout import (
 )
 from segbench.models.weights import start_weight_files
 from segbench.provenance import STEPS, code_fingerprint, default_output_cache
-from segbench.plan import is_planned
+from segbench.plan import is_planned, trains_on_rescaled_copy
 from segbench.tuning import tune_enabled
 from segbench.tuning.workflow import TuneInputs
 
@@ -120,26 +120,17 @@ SCALE_SOURCE = (
 TRAIN_DATASET = LAYOUT.preprocessed_json.as_posix() if SCALED else DATASET_JSON
 
 
-def train_dataset(model):
-    """The dataset one model's training jobs read: the rescaled copy when its recipe (the experiment's
-    ``train`` with the model's own ``train:`` keys on top) has a scale, else the converted dataset, so a
-    candidate set to today's whole-image resize (``train: {scale: null, crop: false, image_size: [h, w]}``)
-    can be compared with the planned ones in one report."""
-    own = (CFG["model"].get(model) or {}).get("train") or {}
-    scale = own["scale"] if "scale" in own else JOBS["train"].get("scale")
-    crop = own["crop"] if "crop" in own else JOBS["train"].get("crop")
-    if scale is None and crop not in (False, None):
-        raise ValueError(
-            f"model {model}: train.scale null (the whole image resized) needs train.crop: false in its own "
-            f"train: block (the experiment's crop is {crop})"
-        )
-    if scale is not None and scale != JOBS["train"].get("scale"):
-        raise ValueError(
-            f"model {model}: train.scale {scale} differs from the experiment's train.scale "
-            f"({JOBS['train'].get('scale')}); one experiment rescales its images once: set the model's "
-            "train.scale to null (whole-image resize) or leave it to the experiment"
-        )
-    return LAYOUT.preprocessed_json.as_posix() if scale is not None else DATASET_JSON
+# the dataset each model's training jobs read: the rescaled copy when its recipe (the experiment's train
+# with the model's own train: keys on top) has a scale, else the converted one (a whole-image resize
+# candidate beside planned ones); checked for every model before anything runs
+TRAIN_DATASETS = {
+    m: (
+        LAYOUT.preprocessed_json.as_posix()
+        if trains_on_rescaled_copy(m, CFG["model"].get(m) or {}, JOBS["train"])
+        else DATASET_JSON
+    )
+    for m in MODELS
+}
 
 
 # the tuning rules' input functions (rounds found through the tune_ask checkpoint)

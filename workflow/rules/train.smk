@@ -3,7 +3,7 @@ rule train:
     and the dataset."""
     input:
         # the dataset rescaled to the training scale when the recipe has one (preprocessed/)
-        dataset=lambda w: train_dataset(w.model),
+        dataset=lambda w: TRAIN_DATASETS.get(w.model, TRAIN_DATASET),
         splits=SPLITS,
         # what the plan decided for this model, when the recipe leaves keys to it
         plan=lambda w: [LAYOUT.plan_decisions(w.model).as_posix()] if PLANNED else [],
