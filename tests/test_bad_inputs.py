@@ -108,6 +108,13 @@ def test_a_previous_segbench_dataset_is_replaced_and_a_failed_run_keeps_it(tmp_p
     assert _convert(capsys, *args, src, out)[0] == 0
     (out / "dataset.json").unlink()  # what Snakemake leaves before rerunning the convert rule
     assert _convert(capsys, *args, src, out)[0] == 0
+    # the validate and fingerprint steps write beside the dataset: a reconversion replaces them too
+    for name in ("validation.json", "fingerprint.json"):
+        (out / name).write_text("{}")
+    (out / "dataset.json").unlink()
+    code, err = _convert(capsys, *args, src, out)
+    assert code == 0, err
+    assert not (out / "fingerprint.json").exists() and not (out / "validation.json").exists()
     before = _tree_hash(out)
     (src / "masks" / "s1.png").write_bytes(b"not a png")  # a broken source: the old output stays
     code, err = _convert(capsys, *args, src, out)

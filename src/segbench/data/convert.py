@@ -346,7 +346,9 @@ def _dataset_meta(cfg, fmt: str, name: str, table: ClassTable, dtype, manifest, 
 #: formats whose pixel values are the classes (a label list names them; nothing is added)
 MASK_FORMATS = ("masks", "palette")
 #: what segbench itself writes into a dataset folder: a folder holding only these may be replaced
-DATASET_ENTRIES = frozenset({"dataset.json", "validation.json", "images", "masks"})
+# what segbench writes into a converted dataset folder: conversion (dataset.json, images, masks), the
+# validate step (validation.json) and the fingerprint step (fingerprint.json, segbench.data.fingerprint)
+DATASET_ENTRIES = frozenset({"dataset.json", "validation.json", "fingerprint.json", "images", "masks"})
 
 
 def check_output_folder(cfg: dict[str, Any], out_dir: str | Path, force: bool = False) -> None:
