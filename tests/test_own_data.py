@@ -323,6 +323,15 @@ def test_the_plan_probes_a_model_at_its_own_size():
     )  # fmt: skip
     assert with_val["models"]["b"]["epochs"] < plan["models"]["b"]["epochs"]
     assert "the validation of 120 images" in with_val["models"]["b"]["epochs_why"]
+    # a cap that binds breaks the same compute: said, for the capped model only
+    capped = plan_mod.make_plan(
+        fp, {"budget_hours": 0.01, "max_epochs": plan["models"]["b"]["epochs"] - 1},
+        {"a": {"name": "a"}, "b": {"name": "b"}}, 40, "cpu", "32-true",
+        train_size={"a": None, "b": [64, 96]}, probe_fn=fake_probe,
+    )  # fmt: skip
+    assert capped["models"]["b"]["epochs"] == plan["models"]["b"]["epochs"] - 1
+    assert "capped by plan.max_epochs" in capped["models"]["b"]["epochs_why"]
+    assert "capped" not in capped["models"]["a"]["epochs_why"]
     # a batch never holds more images than a training fold has
     plan_mod.make_plan(fp, {"max_batch": 16}, {"b": {"name": "b"}}, 3, "cpu", "32-true", probe_fn=fake_probe)
     assert batches[0] == 16 and batches[-1] == 3

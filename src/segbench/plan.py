@@ -338,7 +338,7 @@ def make_plan(
     patch, crop, patch_why = patch_size(fp, scale, int(plan_cfg.get("max_patch", 512)))
     weights, loss_why = loss_rule(fp, float(plan_cfg.get("imbalance_ratio", 100)))
     budget_s = float(plan_cfg.get("budget_hours", 0.1)) * 3600
-    lo, hi = int(plan_cfg.get("min_epochs", 2)), int(plan_cfg.get("max_epochs", 100))
+    lo, hi = int(plan_cfg.get("min_epochs", 2)), int(plan_cfg.get("max_epochs", 1000))
     n_classes = len(fp["classes"])
     per_model = {}
     # a batch never holds more images than a training fold has (a larger one would be measured, and its
@@ -354,7 +354,8 @@ def make_plan(
         val_steps = VAL_IMAGE_COST * val_images / p["batch_size"]
         # 90 %: the loader's first epoch, checkpoints and the model's start take the rest of the budget
         epoch_s = p["step_time_s"] * (steps_per_epoch + val_steps)
-        epochs = int(np.clip(math.floor(0.9 * budget_s / epoch_s), lo, hi))
+        bought = math.floor(0.9 * budget_s / epoch_s)
+        epochs = int(np.clip(bought, lo, hi))
         p["epochs"] = epochs
         p["epochs_why"] = (
             f"{_duration(budget_s)} of training (plan.budget_hours) at {p['step_time_s']:.2f} s per step "
@@ -365,6 +366,12 @@ def make_plan(
                 else ""
             )
             + f": {epochs} epochs (between {lo} and {hi})"
+            + (
+                f"; the budget buys {bought}: capped by plan.max_epochs, so this model trains for less than "
+                "the budget and the candidates no longer get the same compute (raise plan.max_epochs)"
+                if bought > hi
+                else ""
+            )
         )
         p["probe_size"] = size
         per_model[name] = p
