@@ -2,6 +2,7 @@
 plan, the resume checkpoint's cadence and atomic write, and the float32 loss under autocast."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from segbench.training.callbacks import AtomicCheckpointIO
 from segbench.training.memory_format import channels_last_for
 from segbench.training.recipe import Placement, TrainRecipe
 from segbench.training.threads import cpu_plan
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _recipe(**keys):
@@ -58,7 +61,22 @@ def test_channels_last_auto_only_for_the_models_measured_faster_in_it(monkeypatc
     on, why = channels_last_for("auto", {"name": "tv_lraspp_mbv3"})  # faster, but broke bf16 training
     assert on is False and "non-finite weight gradients" in why
     assert channels_last_for(True, {"name": "other"})[0] is True  # forced
+    # a user's copy of a zoo model under another name is the same network: the same memory format
+    mine = {"name": "unet_resize", "library": "smp", "arch": "Unet", "encoder": "resnet18"}
+    on, why = channels_last_for("auto", mine)
+    assert on is True and "the architecture of smp_unet_r18" in why
+    assert channels_last_for("auto", dict(mine, encoder="resnet34"))[0] is False  # another network
+    lraspp = {"name": "my_lraspp", "library": "torchvision", "arch": "lraspp_mobilenet_v3_large"}
+    assert channels_last_for("auto", lraspp)[0] is False
     assert channels_last_for(False, {"name": "smp_unet_r18"})[0] is False
+    # the architecture keys are the zoo configs' own (they cannot drift apart)
+    import yaml
+
+    listed = set(memory_format.CHANNELS_LAST_FASTER) | set(memory_format.CHANNELS_LAST_BROKEN)
+    assert listed - {"my_net"} <= set(memory_format.ARCHITECTURES)
+    for zoo, keys in memory_format.ARCHITECTURES.items():
+        own = yaml.safe_load((REPO / "config" / "model" / f"{zoo}.yaml").read_text())
+        assert {k: own.get(k) for k in keys} == keys, zoo
     with pytest.raises(ValueError, match="allowed: auto, true, false"):
         channels_last_for("yes", {})
 
