@@ -350,6 +350,8 @@ def test_fingerprint_measures_sizes_classes_and_objects(tmp_path, processed):
     sky = next(c for c in fp["classes"] if c["name"] == "Sky")
     assert sky["objects"] > 0 and sky["object_area"]["p5"] >= 16 and sky["images"] > 0
     assert json.loads((tmp_path / "fingerprint.json").read_text()) == json.loads(json.dumps(fp))
+    # every CamVid frame is 360x480: no image-size spread to relate object sizes to
+    assert fp["object_scaling"]["diagonal_ratio"] == 1.0 and fp["object_scaling"]["slope"] is None
 
 
 def _fp(p5_area: float, h=3000, w=4000, shares=(0.7, 0.3)) -> dict:
@@ -387,6 +389,28 @@ def test_the_plan_rules_follow_the_data():
     assert split_rule(500, 40)[0] == {"strategy": "holdout"}
     assert split_rule(701, 4)[0] == {"strategy": "kfold", "n_folds": 2}  # the test takes whole groups first
     assert split_rule(12, 2)[0] == {"strategy": "kfold", "n_folds": 3, "group_aware": False}
+
+
+def test_object_sizes_that_follow_image_sizes_are_measured_and_warned_about():
+    """Photos of one kind of scene at resolutions 6x apart (the grape photos: slope 0.94): one scale
+    cannot fit them, and the plan says so; objects of one pixel size in larger fields of view do not."""
+    from segbench.data.fingerprint import object_scaling
+    from segbench.plan import scale_warning
+
+    diagonals = [300.0, 600.0, 900.0, 1200.0, 1800.0]
+    grows = [{0: [10**6], 1: [int((d / 10) ** 2), int((d / 12) ** 2)]} for d in diagonals]  # side ~ diagonal
+    fixed = [{0: [10**6], 1: [900, 1000, 1100]} for _ in diagonals]  # ~30 px whatever the image
+    sc = object_scaling(diagonals, grows, background=0)
+    assert sc["images"] == 5 and sc["diagonal_ratio"] == 6.0 and abs(sc["slope"] - 1.0) < 0.02
+    assert abs(object_scaling(diagonals, fixed, background=0)["slope"]) < 0.02
+    # the background's components are not objects: with only them nothing is measured
+    assert object_scaling(diagonals, [{0: [10**6]}] * 5, background=0)["slope"] is None
+    assert object_scaling([500.0] * 5, grows, background=0)["slope"] is None  # one image size
+    assert object_scaling(diagonals[:4], grows[:4], background=0)["slope"] is None  # too few images
+    warn = scale_warning({"object_scaling": sc}, 0.4)
+    assert "object sizes grow with image size" in warn and "6.0x" in warn and "scale: null" in warn
+    assert scale_warning({"object_scaling": object_scaling(diagonals, fixed, background=0)}, 0.4) is None
+    assert scale_warning({}, 0.4) is None  # a fingerprint from before the measurement
 
 
 def test_a_planned_recipe_takes_the_plan_and_a_set_value_wins():

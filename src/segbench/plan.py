@@ -122,6 +122,32 @@ def training_scale(
     return s, why
 
 
+#: object sizes follow image sizes when the fingerprint's slope is at least this (1: proportional)
+SCALING_SLOPE = 0.5
+#: ... over images whose diagonals differ at least this much
+SCALING_RATIO = 1.5
+
+
+def scale_warning(fp: dict[str, Any], scale: float) -> str | None:
+    """A warning when one training scale cannot fit the images: the objects' pixel size grows with the
+    image size (``fingerprint.json`` ``object_scaling``: slope >= :data:`SCALING_SLOPE` over images whose
+    diagonals differ >= :data:`SCALING_RATIO` x), as when the same kind of scene is photographed at
+    different resolutions. One factor for every image then trains and tests the same objects at
+    different sizes, which a whole-image resize to one size does not (docs/plan.md, "Does the plan
+    pay?"). None when the sizes do not show it."""
+    sc = fp.get("object_scaling") or {}
+    slope, ratio = sc.get("slope"), float(sc.get("diagonal_ratio") or 1.0)
+    if slope is None or slope < SCALING_SLOPE or ratio < SCALING_RATIO:
+        return None
+    return (
+        f"object sizes grow with image size (slope {slope:.2f} of log object size on log image size over "
+        f"{sc.get('images')} images whose diagonals differ {ratio:.1f}x): at one scale ({scale:g}) the same "
+        f"kind of object is trained and tested at sizes up to about {ratio**slope:.1f}x apart. A whole-image "
+        "resize gives every image one size; compare it with the plan (a model config with train: "
+        "{scale: null, crop: false, image_size: [h, w]}, docs/plan.md)"
+    )
+
+
 def patch_size(fp: dict[str, Any], scale: float, max_patch: int = 512) -> tuple[list[int], bool, str]:
     """The training patch ``[h, w]`` (multiples of 32), whether training crops (the scaled median image
     is larger than the patch), and why."""
@@ -388,6 +414,7 @@ def make_plan(
         "precision": precision,
         "scale": scale,
         "scale_why": scale_why,
+        "scale_warning": scale_warning(fp, scale),
         "patch": patch,
         "crop": crop,
         "patch_why": patch_why,

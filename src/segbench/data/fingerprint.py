@@ -13,6 +13,10 @@ training configuration should follow, measured once after validation.
   class in a sample of masks: their number, and the distribution of their areas in pixels at full
   resolution, leaving out specks of fewer than ``SPECK_PX`` pixels (stray labels along the edges of
   annotated regions, counted apart): the plan keeps the smallest *relevant* objects visible;
+* whether object sizes follow image sizes (``object_scaling``): the slope of the log median object
+  side (foreground classes) on the log image diagonal over the measured masks. A slope near 1 means the
+  same scenes photographed at different resolutions (a single training scale then shows the same objects
+  at different sizes); near 0, objects of one pixel size in larger or smaller fields of view;
 * the number of images and of groups.
 
 The mask sample (``MAX_MASKS``, spread evenly over the ids) keeps a 10,000-image dataset under a minute
@@ -22,6 +26,7 @@ not every one.
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -32,7 +37,7 @@ from PIL import Image
 from ..io import atomic_write_json
 from ..records import read_dataset, read_validation
 
-__all__ = ["fingerprint", "MAX_MASKS", "MAX_IMAGES", "SPECK_PX"]
+__all__ = ["fingerprint", "object_scaling", "MAX_MASKS", "MAX_IMAGES", "SPECK_PX"]
 
 #: masks whose connected components are measured (evenly spread; all when fewer)
 MAX_MASKS = 600
@@ -64,6 +69,37 @@ def _components(mask_path: Path, n_classes: int) -> dict[int, list[int]]:
         if k:
             out[int(c)] = np.bincount(labels.reshape(-1))[1:].tolist()
     return out
+
+
+def object_scaling(
+    diagonals: list[float], comps: list[dict[int, list[int]]], background: int | None
+) -> dict[str, Any]:
+    """How object sizes follow image sizes.
+
+    Args:
+        diagonals: each measured mask's image diagonal (px).
+        comps: each mask's component areas per class (:func:`_components`), in the same order.
+        background: the background class id (left out), or None.
+
+    Returns:
+        ``{"images": images with a foreground object, "diagonal_ratio": largest / smallest diagonal of
+        those, "slope": least-squares slope of log(median object side) on log(diagonal), or None with
+        fewer than 5 such images or diagonals within 1.2x of each other}``. The median is over the
+        image's foreground components of at least ``SPECK_PX`` pixels; side = sqrt(area).
+    """
+    x, y = [], []
+    for d, comp in zip(diagonals, comps):
+        areas = [a for c, v in comp.items() if c != background for a in v if a >= SPECK_PX]
+        if areas:
+            x.append(math.log(d))
+            y.append(0.5 * math.log(float(np.median(areas))))
+    ratio = float(math.exp(max(x) - min(x))) if x else 1.0
+    slope = float(np.polyfit(x, y, 1)[0]) if len(x) >= 5 and ratio >= 1.2 else None
+    return {
+        "images": len(x),
+        "diagonal_ratio": round(ratio, 3),
+        "slope": None if slope is None else round(slope, 3),
+    }
 
 
 def _intensity(image_path: Path) -> tuple[str, np.ndarray]:
@@ -167,6 +203,14 @@ def fingerprint(dataset_json: str | Path, out: str | Path | None = None, threads
             for c in classes
         ],
         "object_masks": len(mask_ids),
+        "object_scaling": object_scaling(
+            [
+                math.hypot(int(meta["manifest"][i]["height"]), int(meta["manifest"][i]["width"]))
+                for i in mask_ids
+            ],
+            comps,
+            meta.get("background"),
+        ),
     }
     if out is not None:
         atomic_write_json(out, record)
