@@ -513,6 +513,13 @@ def test_init_then_run_plans_and_compares_two_libraries(tmp_path, capsys, camvid
     assert {r["library"] for r in summary["models"]} == {"smp", "torchvision"}
     html = (exp / "report" / "index.html").read_text()
     assert "Training plan" in html and plan["scale_why"].split(" (")[0] in html
+    # the grape photos' objects grow with the photos' resolution (one scale cannot fit them: said); the
+    # CamVid frames all have one size
+    if case == "binary":
+        assert "object sizes grow with image size" in plan["scale_warning"]
+        assert "object sizes grow with image size" in html
+    if case == "colour":
+        assert plan["scale_warning"] is None and "object sizes grow" not in html
 
 
 def test_predict_writes_a_palette_png_whose_values_are_the_class_ids(tmp_path, capsys):
