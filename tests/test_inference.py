@@ -112,3 +112,29 @@ def test_bad_settings_are_refused(image):
         InferenceConfig(image_size=[64, 64], overlap=1.5)
     with pytest.raises(ValueError, match="uint8"):
         segment(PixelModel().eval(), image.astype(np.float32), InferenceConfig(image_size=[64, 64]))
+
+
+def test_target_diagonal_rescales_each_image_to_one_diagonal():
+    """With ``target_diagonal`` every image reaches the network at that diagonal whatever its own size
+    (the plan's size normalisation), and comes back at its own size; ``scale`` is then not used."""
+    seen = []
+
+    class Recording(PixelModel):
+        def forward(self, x):
+            seen.append(tuple(x.shape[-2:]))
+            return super().forward(x)
+
+    model = Recording().eval()
+    cfg = InferenceConfig(image_size=[64, 64], mode="whole", scale=3.0, target_diagonal=100)
+    rng = np.random.default_rng(0)
+    for h, w in [(60, 80), (600, 800), (300, 400)]:  # diagonals 100, 1000, 500: factors 1, 0.1, 0.2
+        img = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+        assert segment(model, img, cfg).shape == (h, w)
+    assert seen == [(64, 96)] * 3  # 60x80 each time, padded to multiples of 32
+    from segbench.data.preprocess import image_scale
+
+    assert image_scale(600, 800, 3.0, 100) == pytest.approx(0.1) and image_scale(600, 800, 3.0) == 3.0
+    with pytest.raises(ValueError, match="target_diagonal"):
+        InferenceConfig(image_size=[64, 64], target_diagonal=0)
+    with pytest.raises(ValueError, match="target_diagonal"):
+        image_scale(10, 10, 1.0, -5)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -407,10 +408,50 @@ def test_object_sizes_that_follow_image_sizes_are_measured_and_warned_about():
     assert object_scaling(diagonals, [{0: [10**6]}] * 5, background=0)["slope"] is None
     assert object_scaling([500.0] * 5, grows, background=0)["slope"] is None  # one image size
     assert object_scaling(diagonals[:4], grows[:4], background=0)["slope"] is None  # too few images
+    assert abs(sc["relative_side_p5"] - 1 / 12) < 1e-3  # sides d/10 and d/12: the 5th percentile
     warn = scale_warning({"object_scaling": sc}, 0.4)
-    assert "object sizes grow with image size" in warn and "6.0x" in warn and "scale: null" in warn
+    assert "object sizes grow with image size" in warn and "6.0x" in warn and "normalize_size" in warn
     assert scale_warning({"object_scaling": object_scaling(diagonals, fixed, background=0)}, 0.4) is None
     assert scale_warning({}, 0.4) is None  # a fingerprint from before the measurement
+
+
+def test_the_plan_rescales_each_image_to_one_diagonal_when_object_sizes_follow_image_sizes():
+    """The grape photos' case (object sides ~ image diagonal over diagonals 6x apart): each image is
+    rescaled to one diagonal at which the smallest objects (relative to their image) keep
+    plan.min_object_px; photos whose objects do not follow their size keep one factor."""
+    from segbench.data.fingerprint import object_scaling
+    from segbench.plan import make_plan, target_diagonal
+
+    diagonals = [300.0, 600.0, 900.0, 1200.0, 1800.0]
+    grows = [{0: [10**6], 1: [int((d / 10) ** 2), int((d / 12) ** 2)]} for d in diagonals]
+    fixed = [{0: [10**6], 1: [900, 1000, 1100]} for _ in diagonals]
+    fp = dict(
+        _fp(p5_area=30**2, h=1080, w=1440),
+        object_scaling=object_scaling(diagonals, grows, background=0),
+        diagonal={"median": 900.0, "max": 1800.0},
+        aspect={"min": 0.5, "median": 0.75, "max": 1.0},
+    )
+    d, why = target_diagonal(fp, 32)
+    assert d == 384.0 and "diagonal of 384 px" in why  # 32 / (1/12)
+    assert target_diagonal(fp, 32, mode=False) == (None, None)
+    assert target_diagonal(fp, 200)[0] == 1800.0  # never beyond the largest image
+    steady = dict(fp, object_scaling=object_scaling(diagonals, fixed, background=0))
+    assert target_diagonal(steady, 32)[0] is None and target_diagonal(steady, 32, mode=True)[0] is not None
+    with pytest.raises(ValueError, match="normalize_size"):
+        target_diagonal(fp, 32, mode="sometimes")
+
+    def probe(mcfg, n, size, device, precision, cl, max_batch):
+        return {"batch_size": 4, "step_time_s": 1.0, "images_per_s": 4.0, "tried": {}, "why": "stub"}
+
+    cfg = {"min_object_px": 32, "max_patch": 512, "budget_hours": 0.01}
+    plan = make_plan(fp, cfg, {"m": {}}, 20, "cpu", "32-true", probe_fn=probe)
+    assert plan["target_diagonal"] == 384.0 and plan["inference"]["target_diagonal"] == 384.0
+    assert plan["scale"] == round(384 / 900, 3) and plan["scale_warning"] is None
+    # the median image (aspect 0.75) at a diagonal of 384 is 230x307: patch 256x320; the square one
+    # (272x272) is taller and the widest (aspect 0.5: 172x343) wider, so training crops
+    assert plan["patch"] == [256, 320] and plan["crop"] and plan["inference"]["mode"] == "slide"
+    off = make_plan(fp, dict(cfg, normalize_size=False), {"m": {}}, 20, "cpu", "32-true", probe_fn=probe)
+    assert off["target_diagonal"] is None and "normalize_size" in off["scale_warning"]
 
 
 def test_a_planned_recipe_takes_the_plan_and_a_set_value_wins():
@@ -423,6 +464,11 @@ def test_a_planned_recipe_takes_the_plan_and_a_set_value_wins():
                "epochs": 7, "class_weights": None}  # fmt: skip
     out = resolve_recipe(recipe, decided)
     assert out["epochs"] == 7 and out["batch_size"] == 4 and out["image_size"] == [256, 256] and out["crop"]
+    assert out["target_diagonal"] is None  # one factor for every image
+    # a size-normalising plan: the diagonal comes with the scale; one the user set wins
+    assert resolve_recipe(recipe, dict(decided, target_diagonal=343.0))["target_diagonal"] == 343.0
+    own = resolve_recipe(dict(recipe, target_diagonal=500), dict(decided, target_diagonal=343.0))
+    assert own["target_diagonal"] == 500
     with pytest.raises(ValueError, match="no plan was given"):
         resolve_recipe(recipe, None)
 
@@ -440,6 +486,9 @@ def test_the_rescaled_copy_keeps_ids_groups_and_class_values(tmp_path, processed
     assert img.shape == (180, 240, 3) and mask.shape == (180, 240)
     assert set(np.unique(mask)) <= set(np.unique(full))  # nearest neighbour: no invented class ids
     assert out["manifest"][sid]["group"] == meta["manifest"][sid]["group"]
+    diag = preprocess(processed, 1.0, tmp_path / "diag", target_diagonal=300)  # 360x480: by 0.5
+    assert diag["target_diagonal"] == 300 and diag["manifest"][sid]["height"] == 180
+    assert diag["manifest"][sid]["image_sha256"] == out["manifest"][sid]["image_sha256"]
     one = preprocess(processed, 1.0, tmp_path / "same")  # scale 1: the originals, linked
     assert one["manifest"][sid]["image_sha256"] == meta["manifest"][sid]["image_sha256"]
 
@@ -515,11 +564,16 @@ def test_init_then_run_plans_and_compares_two_libraries(tmp_path, capsys, camvid
     assert "Training plan" in html and plan["scale_why"].split(" (")[0] in html
     # the grape photos' objects grow with the photos' resolution (one scale cannot fit them: said); the
     # CamVid frames all have one size
-    if case == "binary":
-        assert "object sizes grow with image size" in plan["scale_warning"]
-        assert "object sizes grow with image size" in html
+    if case == "binary":  # so every photo is rescaled to one diagonal, in training and evaluation
+        d = plan["target_diagonal"]
+        assert d and plan["scale_warning"] is None and "object sizes grow with image size" in html
+        pre = json.loads((exp / "preprocessed" / "dataset.json").read_text())["manifest"].values()
+        assert all(abs(math.hypot(e["height"], e["width"]) - d) < 1.5 for e in pre)
+        info = json.loads((exp / "models" / "smp_unet_r18" / "fold0" / "seed42" / "model.json").read_text())
+        assert info["inference"]["target_diagonal"] == d
     if case == "colour":
         assert plan["scale_warning"] is None and "object sizes grow" not in html
+        assert plan["target_diagonal"] is None
 
 
 def test_predict_writes_a_palette_png_whose_values_are_the_class_ids(tmp_path, capsys):

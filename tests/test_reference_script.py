@@ -21,6 +21,8 @@ CASES = {
     "resize_flip": {"mode": "resize", "flip": True},
     "whole_scale0.5": {"mode": "whole", "scale": 0.5},
     "slide_mean_scale0.5": {"mode": "slide", "scale": 0.5, "overlap": 0.25, "blend": "mean"},
+    # every image to a diagonal of 333 px (the plan's size normalisation): 360x480 frames by 0.555
+    "whole_diagonal333": {"mode": "whole", "scale": 2.0, "target_diagonal": 333},
     "auto_slide_gaussian": {"mode": "auto"},
 }
 #: model.json's own inference, taken by mode auto (scale 0.6: INTER_AREA with a non-integer factor)
@@ -174,6 +176,7 @@ def test_settings_and_load(model_dir, tmp_path):
         {"mode": "auto", "flip": True, "overlap": 0.1, "scale": 2.0, "crop": None},
         {"mode": "slide", "scale": 0.5, "crop": [96, 128], "overlap": 0.3, "blend": "gaussian"},
         {"mode": "whole", "crop": None, "flip": None},
+        {"mode": "whole", "target_diagonal": 250},
         {},
     ):
         for own in (None, MODEL_INFERENCE):
@@ -182,7 +185,7 @@ def test_settings_and_load(model_dir, tmp_path):
             assert got == {k: getattr(ref, k) for k in got}, (evaluate, own)
     best = _case_dir(model_dir, tmp_path / "best", {"mode": "auto", "crop": None})
     session, prep = so.load(best, threads=1)
-    assert prep["inference"] == {**MODEL_INFERENCE, "flip": False}
+    assert prep["inference"] == {**MODEL_INFERENCE, "target_diagonal": None, "flip": False}
     assert session.get_inputs()[0].name == "image"
     with pytest.raises(ValueError, match="blend 'max' unknown"):
         so.inference_settings({"inference": {"mode": "slide", "blend": "max"}})

@@ -73,7 +73,7 @@ def _preprocessing(info: dict[str, Any], evaluate_cfg: dict[str, Any] | None) ->
         "inference": {
             k: v
             for k, v in (evaluate_cfg or {}).items()
-            if k in ("mode", "scale", "crop", "overlap", "blend", "flip")
+            if k in ("mode", "scale", "target_diagonal", "crop", "overlap", "blend", "flip")
         },
         "output": "logits [N, C, H, W]; resize bilinearly to the image size, then argmax over C",
     }

@@ -73,6 +73,7 @@ def calibration_inputs(images: list[np.ndarray], infer: Any, seed: int = 0) -> l
     """
     import cv2
 
+    from .data.preprocess import image_scale
     from .inference import _ceil_to, _normalize, _pad_to, _resize_image
 
     rng = np.random.default_rng(seed)
@@ -83,7 +84,7 @@ def calibration_inputs(images: list[np.ndarray], infer: Any, seed: int = 0) -> l
             x = _normalize(cv2.resize(img, (tw, th), interpolation=cv2.INTER_LINEAR), infer.normalize)
             out.append(np.ascontiguousarray(x.transpose(2, 0, 1)[None]))
             continue
-        scaled = _resize_image(img, infer.scale)
+        scaled = _resize_image(img, image_scale(*img.shape[:2], infer.scale, infer.target_diagonal))
         if infer.mode == "slide":
             ch, cw = (int(v) for v in (infer.crop or infer.image_size))
             y0 = int(rng.integers(0, max(1, scaled.shape[0] - ch + 1)))

@@ -270,7 +270,9 @@ def evaluate_loaded(
         {
             "classes": [c["name"] for c in meta["classes"]],
             "device": device,
-            "inference": {k: getattr(infer, k) for k in ("mode", "scale", "overlap", "blend", "flip")},
+            "inference": {
+                k: getattr(infer, k) for k in ("mode", "scale", "target_diagonal", "overlap", "blend", "flip")
+            },
             "model": info["model"].get("name"),
             "library": info["model"].get("library"),
             "fold": info.get("fold"),

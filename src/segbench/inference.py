@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .data.preprocess import image_scale
+
 __all__ = ["InferenceConfig", "segment", "upsample_argmax", "window_starts"]
 
 
@@ -40,6 +42,8 @@ class InferenceConfig:
         mode: ``resize`` | ``whole`` | ``slide``.
         normalize: ``{mean, std, max_pixel_value}`` as in training (albumentations' Normalize).
         scale: rescale factor applied before ``whole``/``slide`` (1.0 = native resolution).
+        target_diagonal: instead of ``scale``, each image is rescaled so that its diagonal is this many
+            pixels (the plan's size normalisation, :func:`segbench.data.preprocess.image_scale`).
         crop: ``[height, width]`` of the sliding window (default ``image_size``).
         overlap: fraction of the window shared by neighbouring windows, in [0, 0.95].
         blend: ``mean`` or ``gaussian`` weighting of overlapping windows.
@@ -54,6 +58,7 @@ class InferenceConfig:
         default_factory=lambda: {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
     )
     scale: float = 1.0
+    target_diagonal: float | None = None
     crop: Sequence[int] | None = None
     overlap: float = 0.5
     blend: str = "mean"
@@ -72,6 +77,8 @@ class InferenceConfig:
             raise ValueError(f"overlap {self.overlap} must be in [0, 0.95]")
         if self.scale <= 0:
             raise ValueError(f"scale {self.scale} must be > 0")
+        if self.target_diagonal is not None and not self.target_diagonal > 0:
+            raise ValueError(f"target_diagonal {self.target_diagonal} must be > 0")
 
     @classmethod
     def from_dict(
@@ -86,18 +93,12 @@ class InferenceConfig:
         ``mode: auto`` (or no mode) takes the model's own inference (``model.json`` ``inference``: a
         model trained on rescaled crops is evaluated by a sliding window of its patch at its scale,
         :mod:`segbench.plan`); a model without one is evaluated in ``resize`` mode."""
-        keys = {"mode", "scale", "crop", "overlap", "blend", "flip", "batch_size", "size_divisor"}
+        own_keys = ("mode", "scale", "target_diagonal", "crop", "overlap", "blend")
+        keys = {*own_keys, "flip", "batch_size", "size_divisor"}
         kw = {k: v for k, v in d.items() if k in keys and v is not None}
         if kw.get("mode", "auto") == "auto":
-            own = {
-                k: v
-                for k, v in (model_inference or {}).items()
-                if k in ("mode", "scale", "crop", "overlap", "blend")
-            }
-            kw = {
-                **{k: v for k, v in kw.items() if k not in ("mode", "scale", "crop", "overlap", "blend")},
-                **own,
-            }
+            own = {k: v for k, v in (model_inference or {}).items() if k in own_keys}
+            kw = {**{k: v for k, v in kw.items() if k not in own_keys}, **own}
             kw.setdefault("mode", "resize")
         return cls(
             image_size=list(image_size),
@@ -255,7 +256,7 @@ def segment(
         logits = _forward(model, _to_batch([tile], device), cfg.flip)
         return upsample_argmax(logits, H, W)
 
-    scaled = _resize_image(image, cfg.scale)
+    scaled = _resize_image(image, image_scale(H, W, cfg.scale, cfg.target_diagonal))
     hs, ws = scaled.shape[:2]
     if cfg.mode == "whole":
         x = _to_batch([_normalize(scaled, cfg.normalize)], device)

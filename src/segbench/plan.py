@@ -10,6 +10,11 @@ speed decides (batch size, epochs for a fixed compute budget):
   5th percentile connected-component area of the foreground classes, from the fingerprint) at least
   ``plan.min_object_px`` pixels across; never an upscale. A 4000x3000 field photo of small grapes
   keeps its grapes; a 6000x4000 street scene of large objects is shrunk.
+* **size normalisation** (:func:`target_diagonal`): when the objects' pixel size follows the image
+  size (the same kind of scene photographed at resolutions far apart: fingerprint ``object_scaling``),
+  one factor cannot fit every image; each image is then rescaled to one diagonal instead, chosen so
+  that the smallest relevant objects (relative to their image) keep ``plan.min_object_px`` pixels, as
+  nnU-Net resamples every case to one voxel spacing (``plan.normalize_size``: auto | true | false).
 * **patch** (:func:`patch_size`): the training crop, the median image at that scale, at most
   ``plan.max_patch`` pixels a side, a multiple of 32. Images larger than the patch are trained on
   random crops, ``plan.foreground_share`` of them centred on a labelled non-background pixel (as
@@ -41,6 +46,7 @@ __all__ = [
     "PLANNED",
     "split_rule",
     "training_scale",
+    "target_diagonal",
     "patch_size",
     "loss_rule",
     "probe",
@@ -58,6 +64,8 @@ PLANNED = "plan"
 VAL_IMAGE_COST = 0.6
 #: recipe keys the plan can decide
 PLAN_KEYS = ("image_size", "scale", "crop", "batch_size", "epochs", "class_weights")
+#: decided together with ``scale`` (a recipe whose scale is ``plan`` takes it too)
+WITH_SCALE = ("target_diagonal",)
 
 
 def is_planned(train_cfg: dict[str, Any]) -> bool:
@@ -128,6 +136,53 @@ SCALING_SLOPE = 0.5
 SCALING_RATIO = 1.5
 
 
+def _sizes_follow(fp: dict[str, Any]) -> bool:
+    sc = fp.get("object_scaling") or {}
+    slope, ratio = sc.get("slope"), float(sc.get("diagonal_ratio") or 1.0)
+    return slope is not None and slope >= SCALING_SLOPE and ratio >= SCALING_RATIO
+
+
+def target_diagonal(
+    fp: dict[str, Any], min_object_px: float = 32.0, mode: bool | str = "auto"
+) -> tuple[float | None, str | None]:
+    """The diagonal (pixels) every image is rescaled to, or None for one factor for all (see the module
+    docstring), and why.
+
+    ``mode``: ``auto`` normalises when object sizes follow image sizes (``object_scaling`` slope >=
+    :data:`SCALING_SLOPE` over diagonals >= :data:`SCALING_RATIO` x apart); ``true`` always (when
+    objects were measured), ``false`` never. The diagonal keeps the 5th percentile of the objects'
+    sides relative to their image's diagonal (``relative_side_p5``) ``min_object_px`` across:
+    ``min_object_px / relative_side_p5``, at most the largest image's diagonal (no dataset-wide
+    upscale), rounded to whole pixels.
+
+    Raises:
+        ValueError: ``mode`` is not auto, true or false.
+    """
+    if mode not in ("auto", True, False):
+        raise ValueError(f"plan.normalize_size {mode!r} unknown; allowed: auto, true, false")
+    sc = fp.get("object_scaling") or {}
+    rel = sc.get("relative_side_p5")
+    if mode is False or (mode == "auto" and not _sizes_follow(fp)) or not rel:
+        return None, None
+    largest = float(
+        (fp.get("diagonal") or {}).get("max") or math.hypot(fp["height"]["max"], fp["width"]["max"])
+    )
+    d = float(round(min(largest, min_object_px / rel)))
+    why = (
+        (
+            f"object sizes grow with image size (slope {sc['slope']:.2f} of log object size on log image "
+            f"size over {sc.get('images')} images whose diagonals differ {sc['diagonal_ratio']:.1f}x), so "
+            "one factor would train and test the same kind of object at different sizes: "
+            if mode == "auto"
+            else "plan.normalize_size true: "
+        )
+        + f"each image is rescaled to a diagonal of {d:g} px, where the smallest relevant objects (5th "
+        f"percentile: {rel:.3f} of their image's diagonal) keep {rel * d:.0f} px (plan.min_object_px "
+        f"{min_object_px:g}; as nnU-Net resamples every case to one spacing)"
+    )
+    return d, why
+
+
 def scale_warning(fp: dict[str, Any], scale: float) -> str | None:
     """A warning when one training scale cannot fit the images: the objects' pixel size grows with the
     image size (``fingerprint.json`` ``object_scaling``: slope >= :data:`SCALING_SLOPE` over images whose
@@ -137,28 +192,45 @@ def scale_warning(fp: dict[str, Any], scale: float) -> str | None:
     pay?"). None when the sizes do not show it."""
     sc = fp.get("object_scaling") or {}
     slope, ratio = sc.get("slope"), float(sc.get("diagonal_ratio") or 1.0)
-    if slope is None or slope < SCALING_SLOPE or ratio < SCALING_RATIO:
+    if not _sizes_follow(fp):
         return None
     return (
         f"object sizes grow with image size (slope {slope:.2f} of log object size on log image size over "
         f"{sc.get('images')} images whose diagonals differ {ratio:.1f}x): at one scale ({scale:g}) the same "
-        f"kind of object is trained and tested at sizes up to about {ratio**slope:.1f}x apart. A whole-image "
-        "resize gives every image one size; compare it with the plan (a model config with train: "
-        "{scale: null, crop: false, image_size: [h, w]}, docs/plan.md)"
+        f"kind of object is trained and tested at sizes up to about {ratio**slope:.1f}x apart: "
+        "plan.normalize_size=auto (the default) rescales each image to one diagonal instead (docs/plan.md)"
     )
 
 
-def patch_size(fp: dict[str, Any], scale: float, max_patch: int = 512) -> tuple[list[int], bool, str]:
+def patch_size(
+    fp: dict[str, Any], scale: float, max_patch: int = 512, target_diagonal: float | None = None
+) -> tuple[list[int], bool, str]:
     """The training patch ``[h, w]`` (multiples of 32), whether training crops (the scaled median image
-    is larger than the patch), and why."""
-    h = fp["height"]["median"] * scale
-    w = fp["width"]["median"] * scale
+    is larger than the patch), and why. With ``target_diagonal`` the sizes are those of images of that
+    diagonal: the median aspect ratio (fingerprint ``aspect``) gives the median image, the most extreme
+    ones the tallest and the widest."""
+    if target_diagonal is None:
+        h = fp["height"]["median"] * scale
+        w = fp["width"]["median"] * scale
+        h_max, w_max = fp["height"]["max"] * scale, fp["width"]["max"] * scale
+        at = f"at scale {scale:g}"
+    else:
+        aspect = fp.get("aspect") or {}
+        a_med = float(aspect.get("median") or fp["height"]["median"] / fp["width"]["median"])
+
+        def hw(a: float) -> tuple[float, float]:
+            return target_diagonal * a / math.hypot(a, 1), target_diagonal / math.hypot(a, 1)
+
+        h, w = hw(a_med)
+        h_max = hw(float(aspect.get("max") or a_med))[0]
+        w_max = hw(float(aspect.get("min") or a_med))[1]
+        at = f"at a diagonal of {target_diagonal:g} px"
     # up to the next multiple of 32 (an image a few pixels larger than a multiple is padded, not cropped)
     ph = max(64, min(max_patch, math.ceil(h / 32) * 32))
     pw = max(64, min(max_patch, math.ceil(w / 32) * 32))
-    crop = fp["height"]["max"] * scale > ph or fp["width"]["max"] * scale > pw
+    crop = h_max > ph or w_max > pw
     why = (
-        f"the median image at scale {scale:g} is {h:.0f}x{w:.0f}; patch {ph}x{pw} (a multiple of 32, at most "
+        f"the median image {at} is {h:.0f}x{w:.0f}; patch {ph}x{pw} (a multiple of 32, at most "
         f"{max_patch})"
         + ("; larger images are trained on random crops" if crop else "; every image fits whole")
     )
@@ -337,7 +409,7 @@ def make_plan(
 
     Args:
         fp: the dataset's fingerprint (:func:`segbench.data.fingerprint.fingerprint`).
-        plan_cfg: ``plan`` config: ``min_object_px``, ``max_patch``, ``foreground_share``,
+        plan_cfg: ``plan`` config: ``min_object_px``, ``normalize_size``, ``max_patch``, ``foreground_share``,
             ``budget_hours`` (per training job), ``min_epochs``, ``max_epochs``, ``max_batch``,
             ``imbalance_ratio``.
         models: ``{name: model config}``.
@@ -356,12 +428,22 @@ def make_plan(
             :func:`probe_in_child`).
 
     Returns:
-        ``plan.json``: ``scale``, ``patch``, ``crop``, ``foreground_share``, ``inference``,
-        ``class_weights``, ``models: {name: {batch_size, epochs, step_time_s, ...}}`` and a ``why`` for
-        each.
+        ``plan.json``: ``scale``, ``target_diagonal`` (None: one factor for every image), ``patch``,
+        ``crop``, ``foreground_share``, ``inference``, ``class_weights``, ``models: {name: {batch_size,
+        epochs, step_time_s, ...}}`` and a ``why`` for each.
     """
-    scale, scale_why = training_scale(fp, float(plan_cfg.get("min_object_px", 32)))
-    patch, crop, patch_why = patch_size(fp, scale, int(plan_cfg.get("max_patch", 512)))
+    min_px = float(plan_cfg.get("min_object_px", 32))
+    diagonal, diagonal_why = target_diagonal(fp, min_px, plan_cfg.get("normalize_size", "auto"))
+    if diagonal is None:
+        scale, scale_why = training_scale(fp, min_px)
+    else:
+        # the median image's factor: what the report shows; each image has its own (image_scale)
+        median_diagonal = float(
+            (fp.get("diagonal") or {}).get("median")
+            or math.hypot(fp["height"]["median"], fp["width"]["median"])
+        )
+        scale, scale_why = round(diagonal / median_diagonal, 3), diagonal_why
+    patch, crop, patch_why = patch_size(fp, scale, int(plan_cfg.get("max_patch", 512)), diagonal)
     weights, loss_why = loss_rule(fp, float(plan_cfg.get("imbalance_ratio", 100)))
     budget_s = float(plan_cfg.get("budget_hours", 0.1)) * 3600
     lo, hi = int(plan_cfg.get("min_epochs", 2)), int(plan_cfg.get("max_epochs", 1000))
@@ -404,6 +486,7 @@ def make_plan(
     inference = {
         "mode": "slide" if crop else "whole",
         "scale": scale,
+        "target_diagonal": diagonal,
         "crop": patch,
         "overlap": 0.5,
         "blend": "gaussian",
@@ -414,7 +497,8 @@ def make_plan(
         "precision": precision,
         "scale": scale,
         "scale_why": scale_why,
-        "scale_warning": scale_warning(fp, scale),
+        "target_diagonal": diagonal,
+        "scale_warning": scale_warning(fp, scale) if diagonal is None else None,
         "patch": patch,
         "crop": crop,
         "patch_why": patch_why,
@@ -442,6 +526,7 @@ def decisions(plan: dict[str, Any], model_name: str) -> dict[str, Any]:
     out = {
         "image_size": plan["patch"],
         "scale": plan["scale"],
+        "target_diagonal": plan.get("target_diagonal"),
         "crop": plan["crop"],
         "foreground_share": plan["foreground_share"],
         "batch_size": m["batch_size"],
@@ -470,6 +555,10 @@ def resolve_recipe(train_cfg: dict[str, Any], decided: dict[str, Any] | None) ->
     for k in PLAN_KEYS:
         if out.get(k) == PLANNED:
             out[k] = decided[k]
+            if k == "scale":
+                for w in WITH_SCALE:
+                    if out.get(w) is None:
+                        out[w] = decided.get(w)
     if out.get("crop") and "foreground_share" not in train_cfg:
         out["foreground_share"] = decided.get("foreground_share", 0.33)
     return out

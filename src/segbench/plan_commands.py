@@ -135,9 +135,13 @@ def _cmd_plan(args) -> int:
     exp = ExperimentLayout(Path(args.out).parent)
     for name in models:
         atomic_write_json(exp.plan_decisions(name), decisions(plan, name))
-    atomic_write_json(exp.root / "plan_scale.json", {"scale": plan["scale"]})
+    atomic_write_json(
+        exp.root / "plan_scale.json", {"scale": plan["scale"], "target_diagonal": plan.get("target_diagonal")}
+    )
     atomic_write_json(args.out, plan)
-    print(json.dumps({k: plan[k] for k in ("scale", "patch", "crop", "class_weights")}))
+    print(
+        json.dumps({k: plan.get(k) for k in ("scale", "target_diagonal", "patch", "crop", "class_weights")})
+    )
     for name, m in plan["models"].items():
         print(f"{name}: batch {m['batch_size']}, {m['epochs']} epochs ({m['images_per_s']:.1f} images/s)")
     return 0
@@ -147,12 +151,20 @@ def _cmd_preprocess(args) -> int:
     from .data.preprocess import preprocess
     from .records import read_json
 
-    scale = read_json(args.scale_from).get("scale")
+    source = read_json(args.scale_from)
+    scale, target = source.get("scale"), source.get("target_diagonal")
     if scale is None:
         print(f"segbench preprocess: {args.scale_from} sets no scale", file=sys.stderr)
         return 2
-    meta = preprocess(args.dataset, float(scale), args.out, threads=args.threads or 2)
-    print(f"{len(meta['manifest'])} images rescaled by {scale:g} into {args.out}")
+    meta = preprocess(
+        args.dataset,
+        float(scale),
+        args.out,
+        threads=args.threads or 2,
+        target_diagonal=None if target is None else float(target),
+    )
+    how = f"by {scale:g}" if target is None else f"each to a diagonal of {target:g} px"
+    print(f"{len(meta['manifest'])} images rescaled {how} into {args.out}")
     return 0
 
 

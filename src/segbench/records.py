@@ -377,6 +377,7 @@ MODEL_INFO_SCHEMA: dict[str, Any] = {
             "properties": {
                 "mode": {"enum": ["resize", "whole", "slide"]},
                 "scale": {"type": "number", "exclusiveMinimum": 0},
+                "target_diagonal": {"type": ["number", "null"], "exclusiveMinimum": 0},
                 "crop": {
                     "type": "array",
                     "items": {"type": "integer", "minimum": 16},

@@ -4,7 +4,7 @@ As nnU-Net's dataset fingerprint (``nnunetv2/experiment_planning/dataset_fingerp
 training configuration should follow, measured once after validation.
 
 * image sizes (as displayed; from ``dataset.json``): min, 5th percentile, median, 95th percentile,
-  max of height and width, and the number of images per size;
+  max of height, width, diagonal and aspect ratio (height / width), and the number of images per size;
 * channels (the images' modes) and intensity statistics per channel (mean, standard deviation, 0.5th
   and 99.5th percentiles) over a sample of images, read at reduced size (JPEG draft decoding);
 * classes: pixel share and the number of images each appears in (from ``validation.json``, every
@@ -16,7 +16,9 @@ training configuration should follow, measured once after validation.
 * whether object sizes follow image sizes (``object_scaling``): the slope of the log median object
   side (foreground classes) on the log image diagonal over the measured masks. A slope near 1 means the
   same scenes photographed at different resolutions (a single training scale then shows the same objects
-  at different sizes); near 0, objects of one pixel size in larger or smaller fields of view;
+  at different sizes); near 0, objects of one pixel size in larger or smaller fields of view; and the
+  5th percentile of the objects' sides as a share of their image's diagonal (what the plan keeps visible
+  when it rescales every image to one diagonal);
 * the number of images and of groups.
 
 The mask sample (``MAX_MASKS``, spread evenly over the ids) keeps a 10,000-image dataset under a minute
@@ -84,21 +86,25 @@ def object_scaling(
     Returns:
         ``{"images": images with a foreground object, "diagonal_ratio": largest / smallest diagonal of
         those, "slope": least-squares slope of log(median object side) on log(diagonal), or None with
-        fewer than 5 such images or diagonals within 1.2x of each other}``. The median is over the
-        image's foreground components of at least ``SPECK_PX`` pixels; side = sqrt(area).
+        fewer than 5 such images or diagonals within 1.2x of each other, "relative_side_p5": the 5th
+        percentile over all those objects of side / their image's diagonal (None without objects)}``.
+        The median is over the image's foreground components of at least ``SPECK_PX`` pixels; side =
+        sqrt(area).
     """
-    x, y = [], []
+    x, y, rel = [], [], []
     for d, comp in zip(diagonals, comps):
         areas = [a for c, v in comp.items() if c != background for a in v if a >= SPECK_PX]
         if areas:
             x.append(math.log(d))
             y.append(0.5 * math.log(float(np.median(areas))))
+            rel.extend(math.sqrt(a) / d for a in areas)
     ratio = float(math.exp(max(x) - min(x))) if x else 1.0
     slope = float(np.polyfit(x, y, 1)[0]) if len(x) >= 5 and ratio >= 1.2 else None
     return {
         "images": len(x),
         "diagonal_ratio": round(ratio, 3),
         "slope": None if slope is None else round(slope, 3),
+        "relative_side_p5": round(float(np.percentile(rel, 5)), 5) if rel else None,
     }
 
 
@@ -176,6 +182,8 @@ def fingerprint(dataset_json: str | Path, out: str | Path | None = None, threads
         "num_groups": len({(meta["manifest"][i].get("group") or i) for i in ids}),
         "height": _summary(heights),
         "width": _summary(widths),
+        "diagonal": _summary([math.hypot(h, w) for h, w in zip(heights, widths)]),
+        "aspect": _summary([h / w for h, w in zip(heights, widths)]),
         "sizes": dict(sorted(sizes.items(), key=lambda kv: -kv[1])[:20]),
         "channels": modes,
         "intensity": {

@@ -19,17 +19,19 @@ Dependencies: onnxruntime, numpy and Pillow only (no PyTorch, OpenCV, albumentat
 What it reproduces (``segbench.images.read_image``, ``segbench.inference.segment``, ``segbench.predict``):
 
 * reading: the EXIF orientation applied (``ImageOps.exif_transpose``), converted to 8-bit RGB;
-* settings: ``preprocessing.json`` ``inference`` (mode, scale, crop, overlap, blend, flip); mode ``auto``
+* settings: ``preprocessing.json`` ``inference`` (mode, scale, target_diagonal, crop, overlap, blend,
+  flip); mode ``auto``
   (or none) takes the ``inference`` of ``model.json`` when the folder has one, else ``resize``;
 * ``resize``: the image resized to ``preprocessing.json`` ``resize`` as OpenCV's ``INTER_LINEAR`` resizes
   8-bit images (bilinear, half-pixel centres, no antialiasing, OpenCV's 11-bit fixed-point weights and
   rounding, so the same bytes), one forward pass, the logits resized bilinearly to the image size
   (``align_corners=False``, border-clamped, strip by strip, as PyTorch's ``grid_sample``), then the
   first maximal class;
-* ``whole``: the image rescaled by ``scale`` (OpenCV ``INTER_AREA`` below 1, ``INTER_LINEAR`` above,
-  both reproduced bit for bit), zero-padded after normalisation to a multiple of 32, one pass,
-  cropped back, argmax, and the labels resized to the image as OpenCV's ``INTER_NEAREST`` does
-  (source index ``floor(i * in / out)``);
+* ``whole``: the image rescaled by ``scale``, or, with ``target_diagonal``, by ``target_diagonal /
+  hypot(height, width)`` (every image to one diagonal; ``segbench.data.preprocess.image_scale``), with
+  OpenCV's ``INTER_AREA`` below 1 and ``INTER_LINEAR`` above, both reproduced bit for bit, zero-padded after
+  normalisation to a multiple of 32, one pass, cropped back, argmax, and the labels resized to the image as
+  OpenCV's ``INTER_NEAREST`` does (source index ``floor(i * in / out)``);
 * ``slide``: windows of ``crop`` (default: the training size) with stride ``int(crop * (1 - overlap))``,
   the last one flush with the border, each zero-padded to a multiple of 32, batches of 4; their
   logits blended (``mean``, or ``gaussian`` weights with sigma = crop / 8, floored at 1e-3) and the
@@ -84,8 +86,12 @@ BATCH_SIZE = 4
 #: image file types read from a folder given as input
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
-_MODEL_KEYS = ("mode", "scale", "crop", "overlap", "blend")  # what mode auto takes from model.json
-_DEFAULTS = {"mode": "resize", "scale": 1.0, "crop": None, "overlap": 0.5, "blend": "mean", "flip": False}
+# what mode auto takes from model.json
+_MODEL_KEYS = ("mode", "scale", "target_diagonal", "crop", "overlap", "blend")
+_DEFAULTS = {
+    "mode": "resize", "scale": 1.0, "target_diagonal": None, "crop": None, "overlap": 0.5, "blend": "mean",
+    "flip": False,
+}  # fmt: skip
 _NORMALIZE = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "max_pixel_value": 255.0}
 # matplotlib's tab20, the colours segbench gives classes that declare none
 _TAB20 = [
@@ -104,16 +110,19 @@ def inference_settings(prep: dict[str, Any], model_inference: dict[str, Any] | N
 
     Args:
         prep: the content of ``preprocessing.json``; its ``inference`` dict holds ``mode`` (``auto``,
-            ``resize``, ``whole``, ``slide``), ``scale``, ``crop`` ``[h, w]``, ``overlap``, ``blend``
-            (``mean`` | ``gaussian``) and ``flip``; absent or null keys take segbench's defaults.
+            ``resize``, ``whole``, ``slide``), ``scale``, ``target_diagonal`` (pixels), ``crop`` ``[h, w]``,
+            ``overlap``, ``blend`` (``mean`` | ``gaussian``) and ``flip``; absent or null keys take segbench's
+            defaults.
         model_inference: ``model.json``'s ``inference`` (the model's own evaluation), used when the
             mode is ``auto`` or absent; without it such a mode means ``resize``.
 
     Returns:
-        ``{mode, scale, crop, overlap, blend, flip}`` (``crop`` may be None: the training size).
+        ``{mode, scale, target_diagonal, crop, overlap, blend, flip}`` (``crop`` may be None: the
+        training size; ``target_diagonal`` None: ``scale`` for every image).
 
     Raises:
-        ValueError: an unknown mode or blend, an overlap outside [0, 0.95], a scale <= 0.
+        ValueError: an unknown mode or blend, an overlap outside [0, 0.95], a scale or target_diagonal
+            <= 0.
     """
     given = {
         k: v
@@ -133,6 +142,8 @@ def inference_settings(prep: dict[str, Any], model_inference: dict[str, Any] | N
         raise ValueError(f"overlap {s['overlap']} must be in [0, 0.95]")
     if float(s["scale"]) <= 0:
         raise ValueError(f"scale {s['scale']} must be > 0")
+    if s["target_diagonal"] is not None and float(s["target_diagonal"]) <= 0:
+        raise ValueError(f"target_diagonal {s['target_diagonal']} must be > 0")
     return s
 
 
@@ -511,7 +522,12 @@ def segment(session: Any, image: np.ndarray, prep: dict[str, Any]) -> np.ndarray
     if s["mode"] == "resize":
         x = _batch([normalize(resize_linear(image, th, tw), norm)], th, tw)
         return upsample_argmax(_forward(session, x, bool(s["flip"]))[0], height, width)
-    scaled = _rescale(image, float(s["scale"]))
+    factor = (
+        float(s["scale"])
+        if s["target_diagonal"] is None
+        else float(s["target_diagonal"]) / math.hypot(height, width)
+    )
+    scaled = _rescale(image, factor)
     hs, ws = scaled.shape[:2]
     if s["mode"] == "whole":
         x = _batch([normalize(scaled, norm)], _ceil_to(hs, SIZE_DIVISOR), _ceil_to(ws, SIZE_DIVISOR))

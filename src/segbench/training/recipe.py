@@ -38,6 +38,9 @@ class TrainRecipe:
             masks are rescaled by it (the experiment's ``preprocessed/`` copy,
             :mod:`segbench.data.preprocess`),
             and trained whole or, with ``crop``, on ``image_size`` crops (``segbench.plan`` chooses it).
+        target_diagonal: None, or pixels: instead of the one factor ``scale``, each image is rescaled so
+            that its diagonal is this long (:func:`segbench.data.preprocess.image_scale`; the plan sets it
+            when object sizes follow image sizes). Needs ``scale`` set (the rescaled copy is used).
         crop: train on random ``image_size`` crops of the rescaled images (``foreground_share`` of
             them on a labelled non-background pixel); validation then scores whole rescaled images.
         foreground_share: nnU-Net's ``oversample_foreground_percent``.
@@ -93,6 +96,7 @@ class TrainRecipe:
     encoder_lr_mult: float = 1.0
     class_weights: str | list[float] | None = None
     scale: float | None = None
+    target_diagonal: float | None = None
     crop: bool = False
     foreground_share: float = 0.33
     grad_clip: float | None = None
@@ -118,6 +122,12 @@ class TrainRecipe:
                     f"train.{key} is 'plan' but no plan was applied: the workflow's plan step decides it "
                     "(segbench run), or set a value"
                 )
+        if self.target_diagonal is not None and (self.scale is None or not self.target_diagonal > 0):
+            raise ValueError(
+                f"train.target_diagonal {self.target_diagonal} needs a positive value and train.scale set "
+                "(images are rescaled once into the experiment's preprocessed/ copy): set train.scale=1, "
+                "or train.target_diagonal=null"
+            )
         if self.crop and self.scale is None:
             raise ValueError(
                 "train.crop needs train.scale (the factor images are rescaled by before cropping)"
@@ -148,8 +158,9 @@ class TrainRecipe:
         for k in ("epochs", "batch_size", "warmup_epochs", "freeze_epochs", "devices", "num_workers", "seed"):
             if k in kw and kw[k] not in ("auto", "plan"):
                 kw[k] = int(kw[k])
-        if isinstance(kw.get("scale"), (int, float)):
-            kw["scale"] = float(kw["scale"])
+        for k in ("scale", "target_diagonal"):
+            if isinstance(kw.get(k), (int, float)):
+                kw[k] = float(kw[k])
         if "checkpoint_every_min" in kw:
             kw["checkpoint_every_min"] = float(kw["checkpoint_every_min"])
         if isinstance(kw.get("lr"), (int, float)):
@@ -178,7 +189,15 @@ class TrainRecipe:
 
 
 #: keys whose None means "off", not "use the default"
-_NULLABLE = {"max_steps", "early_stopping_patience", "class_weights", "grad_clip", "bn_momentum", "scale"}
+_NULLABLE = {
+    "max_steps",
+    "early_stopping_patience",
+    "class_weights",
+    "grad_clip",
+    "bn_momentum",
+    "scale",
+    "target_diagonal",
+}
 
 
 def effective_train_config(train_cfg: dict[str, Any], model_cfg: dict[str, Any]) -> dict[str, Any]:

@@ -291,6 +291,7 @@ def _write_outputs(run: TrainingRun, trainer) -> dict[str, Any]:
                     "inference": {
                         "mode": "slide" if run.recipe.crop else "whole",
                         "scale": run.recipe.scale,
+                        "target_diagonal": run.recipe.target_diagonal,
                         "crop": list(run.recipe.image_size),
                         "overlap": 0.5,
                         "blend": "gaussian",
