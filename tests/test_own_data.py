@@ -409,6 +409,9 @@ def test_object_sizes_that_follow_image_sizes_are_measured_and_warned_about():
     assert object_scaling([500.0] * 5, grows, background=0)["slope"] is None  # one image size
     assert object_scaling(diagonals[:4], grows[:4], background=0)["slope"] is None  # too few images
     assert abs(sc["relative_side_p5"] - 1 / 12) < 1e-3  # sides d/10 and d/12: the 5th percentile
+    # a second class of small objects (sides d/40) decides: the smallest class percentile, as the scale rule
+    two = [{**c, 2: [int((d / 40) ** 2)] * 3} for c, d in zip(grows, diagonals)]
+    assert abs(object_scaling(diagonals, two, background=0)["relative_side_p5"] - 1 / 40) < 1e-3
     warn = scale_warning({"object_scaling": sc}, 0.4)
     assert "object sizes grow with image size" in warn and "6.0x" in warn and "normalize_size" in warn
     assert scale_warning({"object_scaling": object_scaling(diagonals, fixed, background=0)}, 0.4) is None
@@ -452,6 +455,46 @@ def test_the_plan_rescales_each_image_to_one_diagonal_when_object_sizes_follow_i
     assert plan["patch"] == [256, 320] and plan["crop"] and plan["inference"]["mode"] == "slide"
     off = make_plan(fp, dict(cfg, normalize_size=False), {"m": {}}, 20, "cpu", "32-true", probe_fn=probe)
     assert off["target_diagonal"] is None and "normalize_size" in off["scale_warning"]
+
+
+def test_a_resize_candidate_drops_the_plans_diagonal_and_models_cannot_disagree_on_it():
+    """Beside a size-normalising plan, a whole-image resize candidate (its own scale null) trains
+    without the plan's target diagonal (it would otherwise be refused as a diagonal without a scale);
+    a model's own diagonal other than the experiment's is refused (one rescaled copy per experiment);
+    a diagonal set in the recipe wins over the plan's rule."""
+    from segbench.data.fingerprint import object_scaling
+    from segbench.plan import make_plan, resolve_recipe, trains_on_rescaled_copy
+    from segbench.training.recipe import TrainRecipe
+
+    recipe = {"epochs": "plan", "batch_size": "plan", "image_size": "plan", "scale": "plan", "crop": "plan",
+              "class_weights": "plan", "lr": 0.002, "optimizer": "adamw", "loss": {"ce": 1.0}}  # fmt: skip
+    decided = {"image_size": [192, 288], "scale": 0.317, "target_diagonal": 343.0, "crop": True,
+               "foreground_share": 0.33, "batch_size": 4, "epochs": 7, "class_weights": None}  # fmt: skip
+    resolved = resolve_recipe(recipe, decided)
+    resize = {"train": {"scale": None, "crop": False, "image_size": [160, 224]}}
+    r = TrainRecipe.for_model(resolved, resize)
+    assert r.scale is None and r.target_diagonal is None and r.image_size == (160, 224)
+    assert TrainRecipe.for_model(resolved, {}).target_diagonal == 343.0
+    assert not trains_on_rescaled_copy("unet_resize", resize, resolved)
+    with pytest.raises(ValueError, match="target_diagonal 500 differs"):
+        trains_on_rescaled_copy("m", {"train": {"target_diagonal": 500}}, resolved)
+    with pytest.raises(ValueError, match="needs a positive value and train.scale"):
+        TrainRecipe.for_model(resolved, {"train": {"scale": None, "crop": False, "target_diagonal": 300}})
+
+    def probe(mcfg, n, size, device, precision, cl, max_batch):
+        return {"batch_size": 4, "step_time_s": 1.0, "images_per_s": 4.0, "tried": {}, "why": "stub"}
+
+    diagonals = [300.0, 600.0, 900.0, 1200.0, 1800.0]
+    fp = dict(
+        _fp(p5_area=30**2, h=1080, w=1440),
+        object_scaling=object_scaling(diagonals, [{1: [int((d / 10) ** 2)]} for d in diagonals], 0),
+        diagonal={"median": 900.0, "max": 1800.0},
+        aspect={"min": 0.75, "median": 0.75, "max": 0.75},
+    )
+    cfg = {"min_object_px": 32, "max_patch": 512, "budget_hours": 0.01}
+    plan = make_plan(fp, cfg, {"m": {}}, 20, "cpu", "32-true", probe_fn=probe, fixed_diagonal=500)
+    assert plan["target_diagonal"] == 500.0 and "train.target_diagonal" in plan["scale_why"]
+    assert plan["patch"] == [320, 416]  # 300x400 at a diagonal of 500, up to multiples of 32
 
 
 def test_a_planned_recipe_takes_the_plan_and_a_set_value_wins():
@@ -544,16 +587,28 @@ def test_init_then_run_plans_and_compares_two_libraries(tmp_path, capsys, camvid
     }[case]()
     code, out = _init(capsys, data, tmp_path / "cfg", "--name", case)
     assert code == 0, out
-    r = _run(tmp_path / "work", tmp_path / "cfg", f"experiment={case}", *SMALL)
+    extra = []
+    if case == "binary":  # beside the size-normalising plan, today's whole-image resize (docs/plan.md)
+        (tmp_path / "cfg" / "model").mkdir(exist_ok=True)
+        (tmp_path / "cfg" / "model" / "unet_resize.yaml").write_text(
+            "library: smp\narch: Unet\nencoder: resnet18\nencoder_weights: null\n"
+            "train: {scale: null, crop: false, image_size: [64, 96]}\n"
+        )
+        extra = ["models=[smp_unet_r18,tv_lraspp_mbv3,unet_resize]"]
+    r = _run(tmp_path / "work", tmp_path / "cfg", f"experiment={case}", *SMALL, *extra)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
     exp = tmp_path / "work" / "results" / case
     plan = json.loads((exp / "plan.json").read_text())
     assert (
         0 < plan["scale"] <= 1
         and plan["patch"][0] <= 128
-        and set(plan["models"]) == {"smp_unet_r18", "tv_lraspp_mbv3"}
+        and set(plan["models"]) - {"unet_resize"} == {"smp_unet_r18", "tv_lraspp_mbv3"}
     )
     for m, p in plan["models"].items():
+        if m == "unet_resize":  # whole images resized: no rescaling, no diagonal
+            info = json.loads((exp / "models" / m / "fold0" / "seed42" / "model.json").read_text())
+            assert info["image_size"] == [64, 96] and "inference" not in info
+            continue
         info = json.loads((exp / "models" / m / "fold0" / "seed42" / "model.json").read_text())
         assert info["image_size"] == plan["patch"] and info["inference"]["scale"] == plan["scale"]
         meta = json.loads((exp / "models" / m / "fold0" / "seed42" / "train_meta.json").read_text())

@@ -365,6 +365,7 @@ def _cmd_predict(args):
     inference = {
         "mode": args.mode,
         "scale": args.scale,
+        "target_diagonal": args.target_diagonal,
         "overlap": args.overlap,
         "blend": args.blend,
         "flip": args.flip,
@@ -450,6 +451,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(large images)",
     )
     s.add_argument("--scale", type=float, default=1.0, help="whole/slide: rescale the image first")
+    s.add_argument(
+        "--target-diagonal",
+        type=float,
+        default=None,
+        help="whole/slide: rescale each image to this diagonal (pixels) instead of --scale",
+    )
     s.add_argument(
         "--crop",
         type=int,

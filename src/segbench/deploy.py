@@ -63,9 +63,9 @@ def calibration_inputs(images: list[np.ndarray], infer: Any, seed: int = 0) -> l
     Args:
         images: ``uint8[H, W, 3]`` RGB training images.
         infer: the :class:`segbench.inference.InferenceConfig` the model is evaluated with: ``resize``
-            gives the image resized to the training size; ``whole`` the image at ``scale``, padded to
-            ``size_divisor``; ``slide`` one window of ``crop`` at ``scale`` per image at a seeded
-            random position.
+            gives the image resized to the training size; ``whole`` the image at ``scale`` (or at
+            ``target_diagonal``), padded to ``size_divisor``; ``slide`` one window of ``crop`` at that
+            size per image at a seeded random position.
         seed: the window positions' seed.
 
     Returns:

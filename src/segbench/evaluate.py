@@ -167,8 +167,8 @@ def evaluate_model(
         ckpt_dir: ``results/<experiment>/models/<model>/fold<k>/seed<s>``.
         dataset_json: the canonical dataset's ``dataset.json``.
         splits_json: ``splits.json`` (its ``test`` list, and the fold's ``val`` list, are evaluated).
-        eval_cfg: ``{"device", "save_predictions", "n_worst", "mode", "scale", "overlap", "blend",
-            "flip", ...}`` (see :class:`segbench.inference.InferenceConfig`).
+        eval_cfg: ``{"device", "save_predictions", "n_worst", "mode", "scale", "target_diagonal",
+            "overlap", "blend", "flip", ...}`` (see :class:`segbench.inference.InferenceConfig`).
         out_dir: ``results/<experiment>/eval/<model>/fold<k>/seed<s>``.
 
     Returns:

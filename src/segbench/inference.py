@@ -5,14 +5,16 @@ Modes (``InferenceConfig.mode``):
 * ``resize``: the image is resized to the training size, the logits are resized back bilinearly to
   the image's own size (strip by strip) and the argmax taken. Cost does not depend on the image size.
   This is how segbench evaluates, so every model is scored at the resolution it was trained for.
-* ``whole``: the image (optionally rescaled by ``scale``) goes through the network in one piece,
-  zero-padded (after normalisation, i.e. with the mean colour) to a multiple of ``size_divisor`` and
-  cropped back. Memory grows with the image: use it for images near the training size.
+* ``whole``: the image (optionally rescaled by ``scale``, or to ``target_diagonal``) goes through the
+  network in one piece, zero-padded (after normalisation, i.e. with the mean colour) to a multiple of
+  ``size_divisor`` and cropped back. Memory grows with the image: use it for images near the training
+  size.
 * ``slide``: windows of ``crop`` pixels (default: the training size) with ``overlap`` (fraction of
-  the window) over the image rescaled by ``scale``; the logits of overlapping windows are averaged
-  (``blend: mean``) or weighted by a Gaussian centred on each window (``blend: gaussian``, sigma =
-  crop/8, as nnU-Net). The image is processed one row of windows at a time and finished rows are
-  turned into labels at once, so memory is ``O(classes x crop height x image width)`` plus the
+  the window) over the image rescaled by ``scale`` (or to ``target_diagonal``); the logits of
+  overlapping windows are averaged (``blend: mean``) or weighted by a Gaussian centred on each window
+  (``blend: gaussian``, sigma = crop/8, as nnU-Net). The image is processed one row of windows at a
+  time and finished rows are turned into labels at once, so memory is ``O(classes x crop height x
+  image width)`` plus the
   ``uint8`` output: a 6000x4000 photo needs no full-size logit tensor.
 
 With ``flip: true`` each forward pass is averaged with the pass on the horizontally flipped input.

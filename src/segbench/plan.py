@@ -15,6 +15,7 @@ speed decides (batch size, epochs for a fixed compute budget):
   one factor cannot fit every image; each image is then rescaled to one diagonal instead, chosen so
   that the smallest relevant objects (relative to their image) keep ``plan.min_object_px`` pixels, as
   nnU-Net resamples every case to one voxel spacing (``plan.normalize_size``: auto | true | false).
+  Images whose diagonal is smaller are enlarged to it (as a resampling to one spacing does).
 * **patch** (:func:`patch_size`): the training crop, the median image at that scale, at most
   ``plan.max_patch`` pixels a side, a multiple of 32. Images larger than the patch are trained on
   random crops, ``plan.foreground_share`` of them centred on a labelled non-background pixel (as
@@ -404,6 +405,7 @@ def make_plan(
     train_size: list[int] | dict[str, list[int] | None] | None = None,
     val_images: int = 0,
     probe_fn=None,
+    fixed_diagonal: float | None = None,
 ) -> dict[str, Any]:
     """The plan (see the module docstring) for the models of an experiment.
 
@@ -426,6 +428,8 @@ def make_plan(
             fewer epochs, not a longer job.
         probe_fn: how a model is measured (default: :func:`probe`, on a CPU in a fresh process per model,
             :func:`probe_in_child`).
+        fixed_diagonal: the recipe's own ``train.target_diagonal`` (a number set with ``scale: plan``):
+            it wins over the plan's size rule, and the patch, probe and preprocessed copy follow it.
 
     Returns:
         ``plan.json``: ``scale``, ``target_diagonal`` (None: one factor for every image), ``patch``,
@@ -433,7 +437,13 @@ def make_plan(
         epochs, step_time_s, ...}}`` and a ``why`` for each.
     """
     min_px = float(plan_cfg.get("min_object_px", 32))
-    diagonal, diagonal_why = target_diagonal(fp, min_px, plan_cfg.get("normalize_size", "auto"))
+    if fixed_diagonal is not None:
+        diagonal = float(fixed_diagonal)
+        diagonal_why = (
+            f"each image rescaled to a diagonal of {diagonal:g} px (train.target_diagonal, set in the recipe)"
+        )
+    else:
+        diagonal, diagonal_why = target_diagonal(fp, min_px, plan_cfg.get("normalize_size", "auto"))
     if diagonal is None:
         scale, scale_why = training_scale(fp, min_px)
     else:
@@ -571,12 +581,23 @@ def trains_on_rescaled_copy(model: str, model_cfg: dict[str, Any], train_cfg: di
     [h, w]}``) reads the converted images.
 
     Raises:
-        ValueError: the model's own scale is a number other than the experiment's (one experiment
-            rescales its images once), or it is null while its crop is not false (the unscaled images
-            would be cropped to the plan's patch).
+        ValueError: the model's own scale (or target_diagonal) is a number other than the experiment's
+            (one experiment rescales its images once), or it is null while its crop is not false (the
+            unscaled images would be cropped to the plan's patch).
     """
     own = model_cfg.get("train") or {}
     scale = own["scale"] if "scale" in own else train_cfg.get("scale")
+    if (
+        scale is not None
+        and "target_diagonal" in own
+        and own["target_diagonal"] != train_cfg.get("target_diagonal")
+    ):
+        raise ValueError(
+            f"model {model}: train.target_diagonal {own['target_diagonal']} differs from the experiment's "
+            f"({train_cfg.get('target_diagonal')}); one experiment rescales its images once: set it in the "
+            "experiment's train (or leave it to the plan), or give the model train.scale null (whole-image "
+            "resize)"
+        )
     crop = own["crop"] if "crop" in own else train_cfg.get("crop")
     if scale is None and crop not in (False, None):
         raise ValueError(

@@ -131,6 +131,7 @@ def _cmd_plan(args) -> int:
         cl,
         own_size,
         val_images=n_val,
+        fixed_diagonal=train.get("target_diagonal"),
     )
     exp = ExperimentLayout(Path(args.out).parent)
     for name in models:

@@ -86,25 +86,33 @@ def object_scaling(
     Returns:
         ``{"images": images with a foreground object, "diagonal_ratio": largest / smallest diagonal of
         those, "slope": least-squares slope of log(median object side) on log(diagonal), or None with
-        fewer than 5 such images or diagonals within 1.2x of each other, "relative_side_p5": the 5th
-        percentile over all those objects of side / their image's diagonal (None without objects)}``.
+        fewer than 5 such images or diagonals within 1.2x of each other, "relative_side_p5": the smallest
+        over the foreground classes of the 5th percentile of each class's object side / its image's
+        diagonal (as the plan's one-factor rule takes the smallest class percentile; None without
+        objects)}``.
         The median is over the image's foreground components of at least ``SPECK_PX`` pixels; side =
         sqrt(area).
     """
-    x, y, rel = [], [], []
+    x, y, rel = [], [], {}
     for d, comp in zip(diagonals, comps):
         areas = [a for c, v in comp.items() if c != background for a in v if a >= SPECK_PX]
         if areas:
             x.append(math.log(d))
             y.append(0.5 * math.log(float(np.median(areas))))
-            rel.extend(math.sqrt(a) / d for a in areas)
+        for c, v in comp.items():
+            if c != background:
+                rel.setdefault(c, []).extend(math.sqrt(a) / d for a in v if a >= SPECK_PX)
     ratio = float(math.exp(max(x) - min(x))) if x else 1.0
     slope = float(np.polyfit(x, y, 1)[0]) if len(x) >= 5 and ratio >= 1.2 else None
     return {
         "images": len(x),
         "diagonal_ratio": round(ratio, 3),
         "slope": None if slope is None else round(slope, 3),
-        "relative_side_p5": round(float(np.percentile(rel, 5)), 5) if rel else None,
+        "relative_side_p5": (
+            round(min(float(np.percentile(r, 5)) for r in rel.values() if r), 5)
+            if any(rel.values())
+            else None
+        ),
     }
 
 

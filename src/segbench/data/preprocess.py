@@ -9,7 +9,7 @@ becomes ``target_diagonal`` pixels: :func:`image_scale`) with OpenCV (``INTER_AR
 ``INTER_LINEAR`` otherwise) and saved as PNG, and whose masks are rescaled by nearest neighbour (no invented
 class ids). At scale 1 the files are hard links to the originals (no copy, no re-encoding). The workflow's
 ``preprocess`` rule writes it when the recipe has a ``scale`` (the plan's, :mod:`segbench.plan`);
-Snakemake reruns it only when the dataset or the scale changes.
+Snakemake reruns it only when the dataset, the scale or the target diagonal changes.
 """
 
 from __future__ import annotations
@@ -116,7 +116,8 @@ def preprocess(
     threads: int = 2,
     target_diagonal: float | None = None,
 ) -> dict[str, Any]:
-    """Write the dataset rescaled by ``scale`` into ``out_dir`` (replaced whole, atomically).
+    """Write the dataset rescaled by ``scale`` (or each image to ``target_diagonal``) into ``out_dir``
+    (replaced whole, atomically).
 
     Args:
         dataset_json: the canonical dataset's ``dataset.json``.

@@ -207,8 +207,16 @@ def effective_train_config(train_cfg: dict[str, Any], model_cfg: dict[str, Any])
     One protocol for every model, unless a model config (or ``model_overrides.<name>.train``) changes
     it for that model, e.g. ``train: {freeze_epochs: 2, encoder_lr_mult: 0.1}`` for a frozen-encoder
     fine-tune, so fine-tuning modes can be compared as separate models in one report.
+
+    A model whose own keys turn the rescaling off (``scale: null``, a whole-image resize candidate
+    beside planned ones) also drops the experiment's ``target_diagonal`` (the plan's size
+    normalisation belongs to the rescaled copy it no longer reads), unless it sets one itself.
     """
-    return {**train_cfg, **(model_cfg.get("train") or {})}
+    own = model_cfg.get("train") or {}
+    out = {**train_cfg, **own}
+    if "scale" in own and own["scale"] is None and "target_diagonal" not in own:
+        out["target_diagonal"] = None
+    return out
 
 
 @dataclass(frozen=True)
