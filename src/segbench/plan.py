@@ -189,8 +189,9 @@ def scale_warning(fp: dict[str, Any], scale: float) -> str | None:
     image size (``fingerprint.json`` ``object_scaling``: slope >= :data:`SCALING_SLOPE` over images whose
     diagonals differ >= :data:`SCALING_RATIO` x), as when the same kind of scene is photographed at
     different resolutions. One factor for every image then trains and tests the same objects at
-    different sizes, which a whole-image resize to one size does not (docs/plan.md, "Does the plan
-    pay?"). None when the sizes do not show it."""
+    different sizes (docs/plan.md, "Does the plan pay?"). The plan then normalises sizes
+    (:func:`target_diagonal`) and warns only when that is turned off (``plan.normalize_size=false``).
+    None when the sizes do not show it."""
     sc = fp.get("object_scaling") or {}
     slope, ratio = sc.get("slope"), float(sc.get("diagonal_ratio") or 1.0)
     if not _sizes_follow(fp):
